@@ -1,0 +1,27 @@
+"""Exceptions that carry a classification, so callers never parse messages."""
+
+from __future__ import annotations
+
+from blocks.models import ErrorKind
+
+
+class DocumentError(Exception):
+    """One document cannot be read or extracted; the batch goes on.
+
+    ``transient`` says whether trying again later might work (network, rate limits, 5xx).
+    Everything about the bytes themselves (corrupt, encrypted, empty) is permanent.
+    """
+
+    def __init__(self, kind: ErrorKind, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.transient = transient
+
+
+class SourceUnavailable(Exception):
+    """The whole source cannot be listed (missing folder, bad credentials): no batch can start."""
+
+
+class BatchRefused(ValueError):
+    """The batch parameters are valid one by one but the batch must not run (too many documents)."""

@@ -1,0 +1,45 @@
+"""The extractor contract: one base block every extractor (embedded, template, OCR, HTTP) fills in.
+
+Flows and tasks only ever call `extract(name, data)` and `classify(exc)`, so a new extractor
+plugs in by subclassing this block; nothing in `tasks/` or `flows/` changes.
+"""
+
+from __future__ import annotations
+
+import socket
+from abc import ABC, abstractmethod
+
+from prefect.blocks.core import Block
+
+from blocks.errors import DocumentError
+from blocks.models import ErrorKind, Extraction
+
+
+class Extractor(Block, ABC):
+    """Base block for extractors: bytes and a file name in, fields, text and page count out.
+
+    Subclasses raise `DocumentError` for anything they understand (a corrupt file, an HTTP
+    429); `classify` turns anything else into one, so a stray exception never escapes a batch.
+    """
+
+    @abstractmethod
+    def extract(self, name: str, data: bytes) -> Extraction:
+        """Extract one document. Must not keep `data` beyond the call."""
+
+    @property
+    def label(self) -> str:
+        """Short name recorded in each result, e.g. ``embedded-extractor``."""
+        return self.get_block_type_slug()
+
+    def classify(self, exc: BaseException) -> DocumentError:
+        """Map an unexpected exception to a per-document error; transient ones get retried."""
+        if isinstance(exc, DocumentError):
+            return exc
+        if isinstance(exc, MemoryError):
+            return DocumentError(ErrorKind.too_large, "ran out of memory while extracting this document")
+        if isinstance(exc, (TimeoutError, socket.timeout)):
+            return DocumentError(ErrorKind.timeout, f"timed out: {exc}" if str(exc) else "timed out", transient=True)
+        if isinstance(exc, (ConnectionError,)):
+            return DocumentError(ErrorKind.backend, f"connection failed: {exc}", transient=True)
+        detail = str(exc).strip() or "no message"
+        return DocumentError(ErrorKind.internal, f"{type(exc).__name__}: {detail}")

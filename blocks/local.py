@@ -1,0 +1,195 @@
+"""Local folder as a batch source and as an export destination."""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import mimetypes
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import ClassVar
+
+from prefect.blocks.core import Block
+from pydantic import Field
+
+from blocks.errors import DocumentError, SourceUnavailable
+from blocks.models import DocumentRef, ErrorKind
+
+
+def matches(relative: str, include: list[str], exclude: list[str]) -> bool:
+    """Glob filter on a '/'-separated relative path.
+
+    A pattern without '/' matches the file name at any depth (`*.pdf`); a pattern with '/'
+    matches the whole relative path (`2024/*.pdf`, where `*` also crosses folders).
+    """
+
+    def hit(pattern: str) -> bool:
+        target = relative if "/" in pattern else relative.rsplit("/", 1)[-1]
+        return fnmatch.fnmatchcase(target.lower(), pattern.lower())
+
+    if include and not any(hit(p) for p in include):
+        return False
+    return not any(hit(p) for p in exclude)
+
+
+class LocalDirectory(Block):
+    """A folder on this machine whose files form one batch.
+
+    Hidden files and folders (names starting with '.') are skipped; symlinks are followed only
+    while they stay inside the folder; anything else that is not a regular file is refused.
+    """
+
+    _block_type_name: ClassVar[str] = "Local Directory Source"
+    _block_type_slug: ClassVar[str] = "local-directory"
+    _description: ClassVar[str] = "A folder on the worker's disk whose documents form a batch."
+
+    path: str = Field(description="Folder to read, absolute or relative to the worker's working directory.")
+    include: list[str] = Field(default_factory=list, description="Glob patterns a file must match (any of); empty means all files.")
+    exclude: list[str] = Field(default_factory=list, description="Glob patterns that drop a file (any of).")
+    recursive: bool = Field(default=True, description="Descend into sub-folders.")
+
+    @property
+    def root(self) -> Path:
+        return Path(self.path).expanduser()
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def check(self) -> None:
+        """Raise `SourceUnavailable` with a sentence a user can act on, before any work."""
+        root = self.root
+        if not root.exists():
+            raise SourceUnavailable(f"source folder {str(root)!r} does not exist")
+        if not root.is_dir():
+            raise SourceUnavailable(f"source {str(root)!r} is not a folder")
+        if not os.access(root, os.R_OK | os.X_OK):
+            raise SourceUnavailable(f"source folder {str(root)!r} is not readable by this user")
+
+    def iter_documents(self) -> Iterator[DocumentRef]:
+        """Yield documents in a stable order (sorted relative paths), holding no bytes."""
+        self.check()
+        root = self.root.resolve()
+        index = 0
+        for relative, path, refused in self._walk(root, ""):
+            if not matches(relative, self.include, self.exclude):
+                continue
+            yield self._ref(index, relative, path, refused)
+            index += 1
+
+    def _walk(self, root: Path, prefix: str) -> Iterator[tuple[str, Path, str | None]]:
+        folder = root / prefix if prefix else root
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            if not prefix:
+                raise SourceUnavailable(f"cannot list {str(folder)!r}: {exc.strerror or exc}") from None
+            yield prefix.rstrip("/"), folder, f"folder could not be listed: {exc.strerror or exc}"
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            relative = prefix + entry.name
+            path = Path(entry.path)
+            if entry.is_symlink():
+                target = Path(os.path.realpath(path))
+                if not target.is_relative_to(root):
+                    yield relative, path, "symlink points outside the source folder"
+                    continue
+                if target.is_dir():
+                    continue  # its contents are listed under their real path already
+            try:
+                mode = path.stat().st_mode
+            except OSError:
+                continue  # vanished while listing: it was never part of this batch
+            if stat.S_ISDIR(mode):
+                if self.recursive:
+                    yield from self._walk(root, relative + "/")
+            elif stat.S_ISREG(mode):
+                yield relative, path, None
+            else:
+                yield relative, path, "not a regular file (device, socket or pipe)"
+
+    def _ref(self, index: int, relative: str, path: Path, refused: str | None) -> DocumentRef:
+        try:
+            info = path.stat() if refused is None else path.lstat()
+            size, mtime_ns = info.st_size, info.st_mtime_ns
+        except OSError:
+            size, mtime_ns = 0, 0
+        return DocumentRef(
+            index=index,
+            uri=str(path),
+            name=relative,
+            size=size,
+            modified=datetime.fromtimestamp(mtime_ns / 1e9, tz=timezone.utc) if mtime_ns else None,
+            fingerprint=f"{size}:{mtime_ns}",
+            media_type=mimetypes.guess_type(relative)[0],
+            refused=refused,
+        )
+
+    def read(self, ref: DocumentRef, max_bytes: int) -> tuple[bytes, list[str]]:
+        """Bytes of one document now, plus warnings when it changed since listing."""
+        path = Path(ref.uri)
+        try:
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):
+                raise DocumentError(ErrorKind.refused, "no longer a regular file")
+            if info.st_size > max_bytes:
+                raise DocumentError(ErrorKind.too_large, f"{info.st_size:,} bytes, over the limit of {max_bytes:,}")
+            with path.open("rb") as handle:
+                data = handle.read(max_bytes + 1)
+        except FileNotFoundError:
+            raise DocumentError(ErrorKind.vanished, "the file was deleted or moved after it was listed") from None
+        except PermissionError:
+            raise DocumentError(ErrorKind.permission_denied, "the file is not readable by this user") from None
+        except IsADirectoryError:
+            raise DocumentError(ErrorKind.refused, "became a folder after it was listed") from None
+        if len(data) > max_bytes:
+            raise DocumentError(ErrorKind.too_large, f"grew past the limit of {max_bytes:,} bytes while being read")
+        warnings = []
+        if f"{info.st_size}:{info.st_mtime_ns}" != ref.fingerprint:
+            warnings.append("modified after listing; extracted as it is now")
+        return data, warnings
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+class LocalFolder(Block):
+    """A folder where exports are written atomically: temporary name, fsync, rename."""
+
+    _block_type_name: ClassVar[str] = "Local Folder Destination"
+    _block_type_slug: ClassVar[str] = "local-folder"
+    _description: ClassVar[str] = "A folder on the worker's disk that receives a batch's exports."
+
+    path: str = Field(default="output", description="Folder that receives one sub-folder per batch.")
+
+    def location(self, *parts: str) -> str:
+        return str(Path(self.path, *parts).expanduser().absolute())
+
+    @contextlib.contextmanager
+    def atomic_path(self, *parts: str) -> Iterator[Path]:
+        """A temporary path to write; renamed onto `parts` only if the block exits cleanly.
+
+        A crash or exception leaves at most a hidden `.tmp` file, never a file with the final
+        name that looks complete but is not.
+        """
+        final = Path(self.location(*parts))
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        os.close(fd)
+        temp_path = Path(temporary)
+        try:
+            yield temp_path
+            with temp_path.open("rb+") as handle:
+                os.fsync(handle.fileno())
+            os.chmod(temp_path, 0o666 & ~_umask())  # mkstemp's 0600 is for the temporary only
+            os.replace(temp_path, final)
+        finally:
+            temp_path.unlink(missing_ok=True)

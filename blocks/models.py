@@ -1,0 +1,138 @@
+"""The pydantic models every part of docbatch speaks.
+
+They live under `blocks/` because sources and extractors (blocks) produce them and
+blocks may import nothing from `tasks/` or `flows/`; tasks and flows import them from here.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorKind(str, enum.Enum):
+    """Why one document failed, coarse enough to act on.
+
+    - ``empty``: the file has zero bytes.
+    - ``unsupported``: a format the extractor does not read (archives, legacy Office, binaries).
+    - ``encrypted``: password protected and no candidate password opened it.
+    - ``corrupt``: the bytes claim a format but do not parse as it.
+    - ``too_large``: over a size, page or memory limit of the extractor.
+    - ``timeout``: the parse or the back-end took longer than allowed.
+    - ``no_text``: readable, but holds no text (scans, images): needs OCR.
+    - ``undecodable``: text whose character encoding could not be determined.
+    - ``vanished``: listed, then gone before it could be read.
+    - ``permission_denied``: present but not readable by this process.
+    - ``refused``: not read on purpose (a symlink leaving the source root, a special file).
+    - ``backend``: a remote extraction service failed or answered nonsense.
+    - ``internal``: a bug in docbatch or an extractor; the message says what raised.
+    """
+
+    empty = "empty"
+    unsupported = "unsupported"
+    encrypted = "encrypted"
+    corrupt = "corrupt"
+    too_large = "too_large"
+    timeout = "timeout"
+    no_text = "no_text"
+    undecodable = "undecodable"
+    vanished = "vanished"
+    permission_denied = "permission_denied"
+    refused = "refused"
+    backend = "backend"
+    internal = "internal"
+
+
+class ExportFormat(str, enum.Enum):
+    """Export files written into a batch's folder (report.json is always written)."""
+
+    json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+    xlsx = "xlsx"
+    parquet = "parquet"
+
+
+DocumentStatus = Literal["succeeded", "failed", "skipped"]
+BatchStatus = Literal["completed", "partially_failed", "failed"]
+
+
+class DocumentRef(BaseModel):
+    """One listed document: where it is and how it looked when listed, never its bytes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int = Field(description="Position in the batch, 0-based; results keep this order.")
+    uri: str = Field(description="Where the source finds it again (a path or an object URI).")
+    name: str = Field(description="Path relative to the source root, with '/' separators.")
+    size: int = Field(ge=0, description="Size in bytes at listing time.")
+    modified: datetime | None = Field(default=None, description="Last modification at listing time.")
+    fingerprint: str = Field(description="Identity at listing time: 'size:mtime_ns' locally, the ETag on S3.")
+    media_type: str | None = Field(default=None, description="Type guessed from the name; the result holds the type read from the content.")
+    refused: str | None = Field(default=None, description="Set when the listing refused to read this entry, with why.")
+
+
+class Extraction(BaseModel):
+    """What an extractor returns for one document."""
+
+    fields: dict[str, Any] = Field(default_factory=dict)
+    text: str = ""
+    pages: int | None = None
+    media_type: str = "application/octet-stream"
+    warnings: list[str] = Field(default_factory=list)
+
+
+class DocumentResult(BaseModel):
+    """The outcome for one document, in the batch's input order."""
+
+    ref: DocumentRef
+    status: DocumentStatus
+    fields: dict[str, Any] = Field(default_factory=dict)
+    text: str | None = Field(default=None, description="Extracted text, kept only when asked.")
+    pages: int | None = None
+    media_type: str | None = None
+    sha256: str | None = Field(default=None, description="Hash of the bytes actually extracted.")
+    error: str | None = None
+    error_kind: ErrorKind | None = None
+    error_transient: bool | None = Field(default=None, description="True when a retry might succeed.")
+    warnings: list[str] = Field(default_factory=list)
+    attempts: int = 0
+    duration_ms: float = 0.0
+    extractor: str | None = None
+
+
+class BatchTotals(BaseModel):
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed + self.skipped
+
+
+class BatchReport(BaseModel):
+    """The whole batch: what `extract_batch` returns and what report.json holds."""
+
+    name: str
+    flow_run_id: str | None = None
+    source: str
+    status: BatchStatus
+    message: str = Field(description="One sentence a person can read: what happened.")
+    totals: BatchTotals
+    progress: float = Field(description="Finished documents as a percentage of the total.")
+    success_rate: float | None = Field(default=None, description="Succeeded / (succeeded + failed) × 100; None when nothing was attempted.")
+    started: datetime
+    finished: datetime
+    duration_s: float
+    extractor: str
+    output_dir: str | None = None
+    exports: dict[str, str] = Field(default_factory=dict, description="Export name → path or URI.")
+    results: list[DocumentResult] = Field(default_factory=list)
+
+    def failed_results(self) -> list[DocumentResult]:
+        return [r for r in self.results if r.status == "failed"]

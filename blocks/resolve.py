@@ -1,0 +1,80 @@
+"""One place that turns what a user typed (a path, a URI, a saved block's name) into blocks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from prefect.blocks.core import Block
+
+from blocks.embedded import EmbeddedExtractor
+from blocks.errors import SourceUnavailable
+from blocks.extractor import Extractor
+from blocks.local import LocalDirectory, LocalFolder
+from blocks.models import DocumentRef
+
+
+@runtime_checkable
+class Source(Protocol):
+    """What a batch needs from wherever documents live."""
+
+    def describe(self) -> str: ...
+
+    def check(self) -> None: ...
+
+    def iter_documents(self) -> Iterator[DocumentRef]: ...
+
+    def read(self, ref: DocumentRef, max_bytes: int) -> tuple[bytes, list[str]]: ...
+
+
+def _looks_like_block_name(spec: str) -> bool:
+    head, sep, tail = spec.partition("/")
+    return bool(sep) and bool(tail) and "/" not in tail and "-" in head and not Path(spec).exists()
+
+
+def load_block(spec: str, expected: type[Block] | tuple[type, ...], what: str) -> Block:
+    """Load a saved block named ``<block-type-slug>/<name>`` and check it plays the expected role."""
+    try:
+        block = Block.load(spec)
+    except (ValueError, KeyError) as exc:
+        raise SourceUnavailable(f"no saved block named {spec!r} ({exc})") from None
+    if not isinstance(block, expected):
+        raise SourceUnavailable(f"saved block {spec!r} is a {type(block).__name__}, not a {what}")
+    return block
+
+
+def resolve_source(spec: str, *, include: list[str], exclude: list[str], recursive: bool) -> Source:
+    """A local folder path, or a saved source block's name (``local-directory/invoices``)."""
+    spec = spec.strip()
+    if not spec:
+        raise SourceUnavailable("no source given: pass a folder path")
+    if "://" in spec and not spec.startswith("file://"):
+        scheme = spec.split("://", 1)[0]
+        raise SourceUnavailable(f"{scheme}:// sources are not supported by this docbatch version; use a local folder")
+    if _looks_like_block_name(spec):
+        block = load_block(spec, LocalDirectory, "document source")
+        assert isinstance(block, LocalDirectory)
+        if include or exclude:
+            block = block.model_copy(update={"include": include or block.include, "exclude": exclude or block.exclude})
+        return block
+    path = spec.removeprefix("file://")
+    return LocalDirectory(path=path, include=list(include), exclude=list(exclude), recursive=recursive)
+
+
+def resolve_extractor(spec: str, **embedded_options: object) -> Extractor:
+    """``embedded`` (with options), or a saved extractor block's name (``embedded-extractor/strict``)."""
+    spec = spec.strip()
+    if spec in ("", "embedded"):
+        return EmbeddedExtractor(**embedded_options)  # type: ignore[arg-type]
+    block = load_block(spec, Extractor, "extractor")
+    assert isinstance(block, Extractor)
+    return block
+
+
+def resolve_destination(spec: str) -> LocalFolder:
+    """A local folder for exports."""
+    spec = spec.strip() or "output"
+    if "://" in spec and not spec.startswith("file://"):
+        raise SourceUnavailable(f"{spec.split('://', 1)[0]}:// destinations are not supported by this docbatch version")
+    return LocalFolder(path=spec.removeprefix("file://"))

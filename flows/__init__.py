@@ -1,0 +1,1 @@
+"""docbatch flows: compositions of tasks and blocks."""

@@ -1,0 +1,144 @@
+"""The batch flow: one flow run turns one folder into structured records and exports."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Annotated
+
+from prefect import flow, unmapped
+from prefect.artifacts import create_progress_artifact
+from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
+from pydantic import Field
+
+from blocks.errors import DocumentError
+from blocks.models import BatchReport, DocumentRef, DocumentResult, ErrorKind
+from blocks.resolve import resolve_destination, resolve_extractor, resolve_source
+from flows.params import ExportSettings, ExtractionSettings
+from tasks.artifacts import PROGRESS_KEY
+from tasks.collect import collect_results
+from tasks.extract import ExtractOptions, extract_documents
+from tasks.listing import list_documents
+from tasks.runtime import batch_runtime
+from tasks.sharding import plan_shards
+
+LOG_EACH_DOCUMENT_UP_TO = 1000
+
+
+def default_batch_name(now: datetime | None = None) -> str:
+    return f"Batch {(now or datetime.now()).astimezone():%Y-%m-%d %H:%M}"
+
+
+def batch_run_name() -> str:
+    """Flow run name: the batch name, or `Batch YYYY-MM-DD HH:mm`."""
+    name = (flow_run.parameters.get("batch_name") or "").strip()
+    return name or default_batch_name()
+
+
+def _shard_crashed(refs: list[DocumentRef], exc: BaseException, extractor: str) -> list[DocumentResult]:
+    error = exc if isinstance(exc, DocumentError) else DocumentError(ErrorKind.internal, f"extraction task crashed: {type(exc).__name__}: {exc}")
+    return [
+        DocumentResult(ref=ref, status="failed", error=error.message, error_kind=error.kind, error_transient=error.transient, extractor=extractor)
+        for ref in refs
+    ]
+
+
+@flow(name="extract-batch", flow_run_name=batch_run_name, persist_result=True, validate_parameters=True)
+def extract_batch(
+    source: str = "examples",
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    recursive: bool = True,
+    max_concurrency: Annotated[int, Field(ge=1, le=64)] = 4,
+    batch_name: str | None = None,
+    extraction: ExtractionSettings = ExtractionSettings(),
+    export: ExportSettings = ExportSettings(),
+    max_documents: Annotated[int, Field(ge=0)] = 1000,
+) -> BatchReport:
+    """Extract every document of a folder into structured records, exports and artifacts.
+
+    One document's failure never fails the batch: it gets a failed row with its error. The
+    batch ends `completed`, `partially_failed` (some documents failed) or `failed` (all did).
+
+    Args:
+        source: Folder to read (absolute, or relative to the worker's working directory), or a saved source block as '<block-type>/<name>'.
+        include: Glob patterns a file must match, e.g. '*.pdf'; a pattern with '/' matches the relative path. Empty: all files.
+        exclude: Glob patterns that drop a file, e.g. 'drafts/*'.
+        recursive: Also read sub-folders.
+        max_concurrency: Documents extracted at the same time (1-64).
+        batch_name: Name of this batch and of its flow run; empty gives 'Batch YYYY-MM-DD HH:mm'.
+        extraction: Which extractor to use and its limits.
+        export: Output folder and export formats.
+        max_documents: Refuse, before any work, a batch with more documents than this; 0 means unlimited.
+    """
+    logger = get_run_logger()
+    started = datetime.now(timezone.utc)
+    run_id = flow_run.get_id()
+    name = (batch_name or "").strip() or (flow_run.get_name() if run_id else None) or default_batch_name()
+
+    src = resolve_source(source, include=include or [], exclude=exclude or [], recursive=recursive)
+    src.check()
+    extractor = resolve_extractor(extraction.extractor, max_pages=extraction.max_pages)
+    destination = resolve_destination(export.output_dir)
+
+    refs = list_documents(src, max_documents)
+    shards = plan_shards(len(refs), max_concurrency)
+    batch_id = run_id or uuid.uuid4().hex
+    options = ExtractOptions(
+        batch_id=batch_id,
+        max_concurrency=max_concurrency,
+        max_file_bytes=int(extraction.max_file_size_mb * 1024 * 1024),
+        keep_text=extraction.keep_text,
+        log_each_document=len(refs) <= LOG_EACH_DOCUMENT_UP_TO,
+    )
+    logger.info(
+        "Batch %r: %d document(s) from %s, %d task run(s), at most %d at once, extractor %s",
+        name, len(refs), src.describe(), len(shards), max_concurrency, extractor.label,
+    )
+    progress_id = create_progress_artifact(
+        progress=0.0 if refs else 100.0, key=PROGRESS_KEY, description=f"{name}: 0 of {len(refs)} documents finished"
+    )
+    extract = extract_documents.with_options(
+        retries=extraction.retries,
+        retry_delay_seconds=[extraction.retry_backoff_s * 2**n for n in range(extraction.retries)] or 0,
+    )
+
+    results: list[DocumentResult] = []
+    with batch_runtime(batch_id, max_concurrency, len(refs), progress_id) as runtime:
+        if shards:
+            # A runner per batch, bounded by the run's own max_concurrency parameter, so the
+            # UI's value takes effect whatever task runner the flow was deployed with.
+            with ThreadPoolTaskRunner(max_workers=min(max_concurrency, len(shards))) as runner:
+                futures = runner.map(
+                    extract,
+                    {
+                        "refs": [quote(refs[start:end]) for start, end in shards],
+                        "source": unmapped(src),
+                        "extractor": unmapped(extractor),
+                        "options": unmapped(options),
+                    },
+                )
+                for (start, end), future in zip(shards, futures):
+                    try:
+                        results.extend(future.result())
+                    except BaseException as exc:  # a crashed shard still yields one row per document
+                        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                            raise
+                        logger.warning("Extraction of documents %d-%d crashed: %s", start, end - 1, exc)
+                        results.extend(_shard_crashed(refs[start:end], exc, extractor.label))
+        runtime.finished = len(results)
+        runtime.publish_progress(len(results))
+
+    return collect_results(
+        quote(results),
+        name=name,
+        source=src.describe(),
+        extractor=extractor.label,
+        started=started,
+        flow_run_id=str(run_id) if run_id else None,
+        destination=destination,
+        formats=export.formats,
+    )

@@ -1,0 +1,168 @@
+"""`docbatch`: run a batch from the shell and get a summary, or the whole report as JSON."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Defaults that make the first run on a fresh machine work; explicit settings still win.
+# Creating and migrating Prefect's SQLite database on 2 cores took longer than the temporary
+# server's 20 s start-up timeout here, and this machine has no internet for telemetry.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from typing import Annotated, Optional  # noqa: E402
+
+import typer  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from blocks.errors import BatchRefused, SourceUnavailable  # noqa: E402
+from blocks.models import BatchReport, ExportFormat  # noqa: E402
+
+EXIT_OK = 0
+EXIT_BATCH_FAILED = 1
+EXIT_BAD_PARAMETERS = 2
+EXIT_SOURCE_UNAVAILABLE = 3
+EXIT_INTERNAL = 4
+
+app = typer.Typer(
+    help="docbatch: batch document extraction on Prefect.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """docbatch: turn a folder of documents into structured records, exports and Prefect artifacts.
+
+    Exit codes: 0 batch completed or partially_failed; 1 batch failed (every document failed);
+    2 bad parameters or batch refused; 3 source unavailable; 4 internal error.
+    """
+
+
+@app.command()
+def run(
+    source: Annotated[str, typer.Argument(help="Folder of documents to extract (or a saved source block '<block-type>/<name>').")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Folder that receives one sub-folder of exports per batch.")] = "output",
+    formats: Annotated[
+        Optional[list[str]],
+        typer.Option("--format", "-f", help="Export format, repeatable: json, jsonl, csv, xlsx, parquet. Default: all. report.json is always written."),
+    ] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Documents extracted at the same time (1-64).")] = 4,
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Batch name, also the Prefect flow run name. Default: 'Batch YYYY-MM-DD HH:mm'.")] = None,
+    include: Annotated[Optional[list[str]], typer.Option("--include", "-i", help="Glob a file must match, repeatable, e.g. '*.pdf'.")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", "-x", help="Glob that drops a file, repeatable, e.g. 'drafts/*'.")] = None,
+    recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Also read sub-folders.")] = True,
+    max_documents: Annotated[int, typer.Option("--max-documents", help="Refuse a batch with more documents than this, before any work; 0 = unlimited.")] = 1000,
+    extractor: Annotated[str, typer.Option("--extractor", help="'embedded' (offline default) or a saved extractor block '<block-type>/<name>'.")] = "embedded",
+    keep_text: Annotated[bool, typer.Option("--keep-text", help="Keep each document's full text in the report and exports.")] = False,
+    max_file_size_mb: Annotated[float, typer.Option("--max-file-size-mb", help="Documents larger than this fail as too_large.")] = 100.0,
+    max_pages: Annotated[int, typer.Option("--max-pages", help="PDFs with more pages fail as too_large.")] = 2000,
+    retries: Annotated[int, typer.Option("--retries", help="Retries for transient errors (0-10).")] = 2,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole BatchReport as JSON on stdout and nothing else.")] = False,
+) -> None:
+    """Extract every document of SOURCE and print a summary.
+
+    Exit codes: 0 completed or partially_failed; 1 failed; 2 bad parameters or batch refused;
+    3 source unavailable; 4 internal error.
+    """
+    err = Console(stderr=True)
+    from flows.params import ExportSettings, ExtractionSettings
+
+    try:
+        extraction = ExtractionSettings(
+            extractor=extractor, keep_text=keep_text, max_file_size_mb=max_file_size_mb, max_pages=max_pages, retries=retries
+        )
+        export = ExportSettings(output_dir=output, formats=formats if formats else list(ExportFormat))
+        if not 1 <= concurrency <= 64:
+            raise typer.BadParameter("must be between 1 and 64", param_hint="--concurrency")
+        if max_documents < 0:
+            raise typer.BadParameter("must be 0 (unlimited) or more", param_hint="--max-documents")
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"])
+            err.print(f"[red]error:[/] invalid {where}: {error['msg']}")
+        raise typer.Exit(EXIT_BAD_PARAMETERS) from None
+
+    from blocks.resolve import resolve_source
+
+    try:
+        resolve_source(source, include=include or [], exclude=exclude or [], recursive=recursive).check()
+    except SourceUnavailable as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_SOURCE_UNAVAILABLE) from None
+
+    from flows.batch import extract_batch
+
+    try:
+        report = extract_batch(
+            source=source,
+            include=include or [],
+            exclude=exclude or [],
+            recursive=recursive,
+            max_concurrency=concurrency,
+            batch_name=name,
+            extraction=extraction,
+            export=export,
+            max_documents=max_documents,
+        )
+    except BatchRefused as exc:
+        err.print(f"[red]refused:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_PARAMETERS) from None
+    except SourceUnavailable as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_SOURCE_UNAVAILABLE) from None
+    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: one line, distinct code
+        err.print(f"[red]internal error:[/] {type(exc).__name__}: {exc}")
+        raise typer.Exit(EXIT_INTERNAL) from None
+
+    if report.flow_run_id:
+        from flows.history import wait_for_history
+        from tasks.sharding import plan_shards
+
+        expected = len(plan_shards(report.totals.total, concurrency)) + 2  # + list-documents, collect-results
+        if not wait_for_history(report.flow_run_id, expected):
+            err.print("[yellow]warning:[/] the Prefect server has not yet recorded every task run of this batch")
+
+    if as_json:
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+    else:
+        print_summary(report, Console())
+    raise typer.Exit(EXIT_BATCH_FAILED if report.status == "failed" else EXIT_OK)
+
+
+def print_summary(report: BatchReport, console: Console) -> None:
+    table = Table(title=f"{report.name} — {report.status}", title_justify="left")
+    for column, justify in (("#", "right"), ("file", "left"), ("status", "left"), ("pages", "right"), ("fields / error", "left")):
+        table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    colours = {"succeeded": "green", "failed": "red", "skipped": "yellow"}
+    for result in report.results:
+        if result.status == "succeeded":
+            detail = ", ".join(f"{k}={v}" for k, v in result.fields.items() if not isinstance(v, (list, dict)))[:120]
+        else:
+            detail = f"{result.error_kind.value if result.error_kind else ''}: {result.error}"
+        table.add_row(
+            str(result.ref.index), result.ref.name, f"[{colours[result.status]}]{result.status}[/]",
+            "" if result.pages is None else str(result.pages), detail,
+        )
+    console.print(table)
+    totals = report.totals
+    rate = f"{report.success_rate:.1f} %" if report.success_rate is not None else "n/a"
+    console.print(
+        f"{totals.total} documents: {totals.succeeded} succeeded, {totals.failed} failed, {totals.skipped} skipped "
+        f"(success rate {rate}) in {report.duration_s:.1f} s — {report.message}"
+    )
+    if report.output_dir:
+        console.print(f"Exports: {report.output_dir}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

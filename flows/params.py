@@ -1,0 +1,46 @@
+"""Flow parameter models: what the Prefect UI renders as a form and validates."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from blocks.models import ExportFormat
+
+
+class ExtractionSettings(BaseModel):
+    """Which extractor reads the documents, and its limits."""
+
+    extractor: str = Field(
+        default="embedded",
+        description="'embedded' (offline default: PDF text layer, DOCX, XLSX, HTML, CSV, text) "
+        "or a saved extractor block as '<block-type>/<name>', e.g. 'embedded-extractor/strict'.",
+    )
+    keep_text: bool = Field(default=False, description="Keep each document's full text in the results and exports.")
+    max_file_size_mb: float = Field(
+        default=100.0, gt=0, le=10240, description="Documents larger than this fail as too_large without being read."
+    )
+    max_pages: int = Field(
+        default=2000, ge=1, le=100_000, description="PDFs with more pages fail as too_large (embedded extractor)."
+    )
+    retries: int = Field(
+        default=2, ge=0, le=10, description="Retries for transient errors (timeouts, HTTP 429/5xx); never for corrupt files."
+    )
+    retry_backoff_s: float = Field(
+        default=1.0, ge=0, le=600, description="First retry delay in seconds; doubles on each retry, with jitter."
+    )
+
+
+def _all_formats() -> list[ExportFormat]:
+    return list(ExportFormat)
+
+
+class ExportSettings(BaseModel):
+    """Where and in which formats the batch's exports are written."""
+
+    output_dir: str = Field(default="output", description="Folder that receives one sub-folder per batch.")
+    formats: list[ExportFormat] = Field(
+        default_factory=_all_formats,
+        description="Export formats; report.json is always written. "
+        "json: documents.json, jsonl: documents.jsonl, csv: documents.csv (+ line_items.csv), "
+        "xlsx: documents.xlsx (documents, line_items, errors sheets), parquet: documents.parquet.",
+    )

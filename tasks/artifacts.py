@@ -1,0 +1,81 @@
+"""Prefect artifacts of a batch: a per-document table and a markdown summary.
+
+Keys are fixed (`docbatch-documents`, `docbatch-summary`, `docbatch-progress`) so the Prefect UI
+shows each as a history across runs of a deployment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from blocks.models import BatchReport
+
+TABLE_KEY = "docbatch-documents"
+SUMMARY_KEY = "docbatch-summary"
+PROGRESS_KEY = "docbatch-progress"
+KEY_FIELDS = ("invoice_number", "date", "total", "currency")
+TABLE_ROW_LIMIT = 5000
+SUMMARY_FAILURE_LIMIT = 50
+
+
+def _cell(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def table_rows(report: BatchReport) -> list[dict[str, Any]]:
+    rows = []
+    for result in report.results[:TABLE_ROW_LIMIT]:
+        row: dict[str, Any] = {"#": result.ref.index, "file": result.ref.name, "status": result.status}
+        for key in KEY_FIELDS:
+            row[key] = _cell(result.fields.get(key))
+        row["pages"] = result.pages
+        row["error"] = f"{result.error_kind.value}: {result.error}" if result.error_kind else None
+        rows.append(row)
+    return rows
+
+
+def summary_markdown(report: BatchReport) -> str:
+    totals = report.totals
+    rate = f"{report.success_rate:.1f} %" if report.success_rate is not None else "n/a"
+    lines = [
+        f"# {report.name}",
+        "",
+        f"**Status:** `{report.status}` — {report.message}",
+        "",
+        "| documents | succeeded | failed | skipped | success rate | duration |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {totals.total} | {totals.succeeded} | {totals.failed} | {totals.skipped} | {rate} | {report.duration_s:.1f} s |",
+        "",
+        f"Source: `{report.source}` · extractor: `{report.extractor}`",
+    ]
+    problems = [r for r in report.results if r.status != "succeeded"]
+    if problems:
+        lines += ["", "## Failed and skipped documents", "", "| # | file | kind | error |", "| ---: | --- | --- | --- |"]
+        for result in problems[:SUMMARY_FAILURE_LIMIT]:
+            error = (result.error or "").replace("|", "\\|").replace("\n", " ")
+            kind = result.error_kind.value if result.error_kind else ""
+            lines.append(f"| {result.ref.index} | `{result.ref.name}` | {kind} | {error} |")
+        if len(problems) > SUMMARY_FAILURE_LIMIT:
+            lines.append(f"\n…and {len(problems) - SUMMARY_FAILURE_LIMIT} more: see the errors sheet of documents.xlsx or report.json.")
+    if report.exports:
+        lines += ["", "## Exports", ""]
+        if report.output_dir:
+            lines.append(f"Folder: `{report.output_dir}`")
+            lines.append("")
+        lines += [f"- `{name}`: `{where}`" for name, where in report.exports.items()]
+    return "\n".join(lines) + "\n"
+
+
+def publish_artifacts(report: BatchReport) -> None:
+    shown = min(len(report.results), TABLE_ROW_LIMIT)
+    more = f" (first {shown}; all rows are in the exports)" if shown < len(report.results) else ""
+    create_table_artifact(
+        table=table_rows(report),
+        key=TABLE_KEY,
+        description=f"{report.name}: one row per document{more}",
+    )
+    create_markdown_artifact(markdown=summary_markdown(report), key=SUMMARY_KEY, description=f"{report.name}: summary")

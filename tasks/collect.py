@@ -1,0 +1,93 @@
+"""The collector: results in, one BatchReport out, with exports, artifacts and an event."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+from prefect.logging import get_run_logger
+
+from blocks.local import LocalFolder
+from blocks.models import BatchReport, BatchStatus, BatchTotals, DocumentResult, ExportFormat
+from tasks.artifacts import publish_artifacts
+from tasks.exports import write_exports
+
+
+def rollup(results: list[DocumentResult]) -> tuple[BatchStatus, BatchTotals, str]:
+    """Batch status from per-document outcomes; skipped documents neither pass nor fail a batch."""
+    totals = BatchTotals(
+        total=len(results),
+        succeeded=sum(r.status == "succeeded" for r in results),
+        failed=sum(r.status == "failed" for r in results),
+        skipped=sum(r.status == "skipped" for r in results),
+    )
+    if totals.total == 0:
+        return "completed", totals, "no documents matched in the source: nothing to extract"
+    if totals.failed == 0:
+        message = f"all {totals.succeeded} document(s) extracted"
+        if totals.skipped:
+            message += f", {totals.skipped} skipped"
+        return "completed", totals, message
+    if totals.succeeded == 0:
+        return "failed", totals, f"all {totals.failed} attempted document(s) failed"
+    return "partially_failed", totals, f"{totals.failed} of {totals.succeeded + totals.failed} attempted document(s) failed"
+
+
+def batch_folder_name(name: str, started: datetime, flow_run_id: str | None) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:60] or "batch"
+    suffix = (flow_run_id or "local").split("-")[0]
+    return f"{started:%Y%m%d-%H%M%S}-{slug}-{suffix}"
+
+
+@task(name="collect-results", cache_policy=NO_CACHE, persist_result=False)
+def collect_results(
+    results: list[DocumentResult],
+    *,
+    name: str,
+    source: str,
+    extractor: str,
+    started: datetime,
+    flow_run_id: str | None,
+    destination: LocalFolder,
+    formats: list[ExportFormat],
+) -> BatchReport:
+    """Roll the results up, write the exports, publish the artifacts and announce the batch's end."""
+    logger = get_run_logger()
+    results = sorted(results, key=lambda r: r.ref.index)
+    status, totals, message = rollup(results)
+    finished = datetime.now(timezone.utc)
+    attempted = totals.succeeded + totals.failed
+    report = BatchReport(
+        name=name,
+        flow_run_id=flow_run_id,
+        source=source,
+        status=status,
+        message=message,
+        totals=totals,
+        progress=100.0 if totals.total == 0 else round(100.0 * totals.done / totals.total, 1),
+        success_rate=round(100.0 * totals.succeeded / attempted, 1) if attempted else None,
+        started=started,
+        finished=finished,
+        duration_s=round((finished - started).total_seconds(), 3),
+        extractor=extractor,
+        results=results,
+    )
+    folder = batch_folder_name(name, started, flow_run_id)
+    exports = write_exports(report, destination, folder, formats)
+    report = report.model_copy(update={"exports": exports, "output_dir": destination.location(folder)})
+    publish_artifacts(report)
+    emit_event(
+        event="docbatch.batch.completed",
+        resource={"prefect.resource.id": f"docbatch.batch.{flow_run_id or folder}", "prefect.resource.name": name},
+        payload={
+            "status": status,
+            "totals": totals.model_dump(),
+            "report": exports.get("report.json"),
+            "batch_name": name,
+        },
+    )
+    logger.info("%s: %s (%s); exports in %s", name, status, message, report.output_dir)
+    return report

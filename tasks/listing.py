@@ -1,0 +1,33 @@
+"""Listing a source into ordered, byte-free document references."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from blocks.errors import BatchRefused
+from blocks.models import DocumentRef
+from blocks.resolve import Source
+
+
+@task(name="list-documents", cache_policy=NO_CACHE, persist_result=False)
+def list_documents(source: Source, max_documents: int) -> list[DocumentRef]:
+    """List the source in a stable order and refuse, before any extraction, a batch over `max_documents`.
+
+    Listing stops at the first document past the limit, so a folder of a million files is
+    refused in the time it takes to see `max_documents + 1` of them.
+    """
+    refs: list[DocumentRef] = []
+    for ref in source.iter_documents():
+        if max_documents and len(refs) >= max_documents:
+            raise BatchRefused(
+                f"{source.describe()} holds more than {max_documents} documents (max_documents={max_documents}); "
+                "narrow it with include/exclude, or raise max_documents (0 means unlimited)"
+            )
+        refs.append(ref)
+    refused = sum(1 for r in refs if r.refused)
+    get_run_logger().info(
+        "Listed %d document(s) in %s%s", len(refs), source.describe(), f" ({refused} refused)" if refused else ""
+    )
+    return refs

@@ -1,0 +1,29 @@
+"""How a batch is cut into task runs.
+
+Up to `PER_DOCUMENT_LIMIT` documents, each document gets its own task run: the Prefect UI then
+shows one row per file, with its own state, logs and retries. Above it, documents go in shards
+whose sizes shrink towards the end of the batch (guided self-scheduling): big shards keep the
+number of task runs, and so Prefect's per-run cost, low; small last shards keep every
+concurrency slot busy until the end instead of one slow shard finishing alone.
+"""
+
+from __future__ import annotations
+
+import math
+
+PER_DOCUMENT_LIMIT = 100
+MAX_SHARD = 250
+
+
+def plan_shards(total: int, max_concurrency: int, *, per_document_limit: int = PER_DOCUMENT_LIMIT, max_shard: int = MAX_SHARD) -> list[tuple[int, int]]:
+    """Half-open `(start, end)` ranges over `total` documents, in order, covering each once."""
+    if total <= per_document_limit:
+        return [(i, i + 1) for i in range(total)]
+    shards: list[tuple[int, int]] = []
+    start = 0
+    while start < total:
+        remaining = total - start
+        size = max(1, min(max_shard, math.ceil(remaining / (2 * max_concurrency))))
+        shards.append((start, start + size))
+        start += size
+    return shards
