@@ -80,39 +80,52 @@ def _pdfium_reason(message: str) -> str:
 def read_docx(data: bytes) -> ReaderOutput:
     import docx
     from docx.opc.exceptions import PackageNotFoundError
-    from docx.table import Table
-    from docx.text.paragraph import Paragraph
 
     try:
         document = docx.Document(io.BytesIO(data))
     except (PackageNotFoundError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise DocumentError(ErrorKind.corrupt, f"not a readable Word document ({exc})") from None
-    lines: list[str] = []
-    tables = 0
-    body = document.element.body
-    for child in body.iterchildren():
-        tag = child.tag.rsplit("}", 1)[-1]
-        if tag == "p":
-            lines.append(Paragraph(child, document).text)
-        elif tag == "tbl":
-            tables += 1
-            lines.extend(_docx_table_lines(Table(child, document)))
+    lines, tables = _docx_lines(document)
+    seen_parts: set[int] = set()
     for section in document.sections:
         for part in (section.header, section.footer):
-            if part is not None and not part.is_linked_to_previous:
-                lines.extend(p.text for p in part.paragraphs if p.text.strip())
+            if part.is_linked_to_previous or id(part.part) in seen_parts:
+                continue
+            seen_parts.add(id(part.part))
+            part_lines, part_tables = _docx_lines(part)
+            lines.extend(part_lines)
+            tables += part_tables
     text = "\n".join(lines).strip("\n")
     return text, None, {"tables": tables}
 
 
-def _docx_table_lines(table: Any) -> list[str]:
-    rows: list[str] = []
-    for row in table.rows:
-        cells: list[str] = []
-        for cell in row.cells:
-            cells.append(" ".join(p.text for p in cell.paragraphs).strip())
-        rows.append("\t".join(cells))
-    return rows
+def _docx_lines(container: Any) -> tuple[list[str], int]:
+    """Paragraphs and table rows of a body, header or footer, in document order."""
+    from docx.table import Table
+
+    lines: list[str] = []
+    tables = 0
+    for item in container.iter_inner_content():
+        if isinstance(item, Table):
+            tables += 1
+            for row in item.rows:
+                lines.append("\t".join(_docx_cell_text(cell) for cell in row.cells))
+        else:
+            lines.append(item.text)
+    return lines, tables
+
+
+def _docx_cell_text(cell: Any) -> str:
+    """A cell's paragraphs and nested tables on one line, parts joined by ' / '."""
+    from docx.table import Table
+
+    parts: list[str] = []
+    for item in cell.iter_inner_content():
+        if isinstance(item, Table):
+            parts.extend(_docx_cell_text(inner) for row in item.rows for inner in row.cells)
+        elif item.text.strip():
+            parts.append(item.text.strip())
+    return " / ".join(p for p in parts if p)
 
 
 def read_xlsx(data: bytes, *, max_cells: int) -> ReaderOutput:

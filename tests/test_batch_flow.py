@@ -1,0 +1,231 @@
+"""The batch flow against a real Prefect API: order, concurrency, failures, artifacts, exports."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from blocks.errors import BatchRefused
+from blocks.models import BatchReport, ErrorKind
+from flows.batch import extract_batch
+from flows.history import recorded_task_runs, wait_for_history
+from flows.params import ExportSettings, ExtractionSettings
+from tasks.sharding import plan_shards
+from tests import fakes
+from tests.conftest import copy_into, corpus
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+INVOICES = ["AmazonWebServices", "FlipkartInvoice", "SammyMaystoneLinesTest", "coolblue1", "free_fiber"]
+
+
+def scripted(**options) -> tuple[str, str]:
+    """Save a scripted extractor block; returns (its name for the flow, its tag for probes)."""
+    tag = uuid.uuid4().hex[:10]
+    fakes.ScriptedExtractor(tag=tag, **options).save(tag, overwrite=True)
+    return f"test-scripted-extractor/{tag}", tag
+
+
+def text_files(folder: Path, count: int) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"doc-{i:04d}.txt" for i in range(count)]
+    for name in names:
+        (folder / name).write_text(f"Invoice no. {name}\nTotal: 10.00 EUR\n")
+    return names
+
+
+def run(folder: Path, out: Path, extractor: str = "embedded", **kwargs) -> BatchReport:
+    extraction = kwargs.pop("extraction", {})
+    formats = kwargs.pop("formats", None)
+    export = ExportSettings(output_dir=str(out), **({"formats": formats} if formats else {}))
+    return extract_batch(
+        source=str(folder),
+        extraction=ExtractionSettings(extractor=extractor, retry_backoff_s=0, **extraction),
+        export=export,
+        **kwargs,
+    )
+
+
+def read_artifacts(flow_run_id: str) -> dict[str, object]:
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[uuid.UUID(flow_run_id)]))
+        )
+    return {a.key: a for a in artifacts if a.key}
+
+
+def test_public_invoices_in_input_order_with_exports(tmp_path: Path) -> None:
+    files = [corpus("invoice2data", "compare", c, f"{c}.pdf") for c in INVOICES]
+    files.append(corpus("invoice2data", "compare", "Orlen", "Orlen.txt"))
+    names = copy_into(tmp_path / "in", *files)
+    report = run(tmp_path / "in", tmp_path / "out", batch_name="public invoices", extraction={"keep_text": True})
+
+    assert report.status == "completed"
+    assert [r.ref.name for r in report.results] == names
+    assert [r.ref.index for r in report.results] == list(range(len(names)))
+    for result in report.results:
+        if result.ref.name.endswith(".pdf"):
+            case = result.ref.name[:-4]
+            expected = json.loads(corpus("invoice2data", "compare", case, f"{case}.expected.json").read_text())[0]
+            assert expected["invoice_number"].lstrip("#") in result.text
+            assert result.media_type == "application/pdf" and result.pages >= 1
+    assert report.totals.total == len(names) and report.totals.succeeded == len(names)
+    assert report.progress == 100.0 and report.success_rate == 100.0
+
+    exports = report.exports
+    csv = pd.read_csv(exports["documents.csv"])
+    assert csv["file"].tolist() == names and (csv["status"] == "succeeded").all()
+    assert pd.read_parquet(exports["documents.parquet"])["file"].tolist() == names
+    assert pd.read_excel(exports["documents.xlsx"], sheet_name="documents")["file"].tolist() == names
+    assert [json.loads(line)["ref"]["name"] for line in Path(exports["documents.jsonl"]).read_text().splitlines()] == names
+    assert [d["ref"]["name"] for d in json.loads(Path(exports["documents.json"]).read_text())] == names
+    on_disk = BatchReport.model_validate_json(Path(exports["report.json"]).read_text())
+    assert on_disk.results == report.results and on_disk.status == report.status
+    assert csv.set_index("file").loc["AmazonWebServices.pdf", "invoice_number"] == "42183017"
+
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(uuid.UUID(report.flow_run_id)).name == "public invoices"
+
+
+@pytest.mark.parametrize("bound", [2, 5])
+def test_concurrency_bound_is_reached_never_exceeded(tmp_path: Path, bound: int) -> None:
+    extractor, tag = scripted(latency_ms=150)
+    text_files(tmp_path / "in", 12)
+    report = run(tmp_path / "in", tmp_path / "out", extractor, max_concurrency=bound, formats=["csv"])
+    assert report.totals.succeeded == 12
+    assert fakes.PEAK[tag] == bound
+
+
+def test_sharded_large_batch_keeps_bound_order_and_full_history(tmp_path: Path) -> None:
+    extractor, tag = scripted(latency_ms=10)
+    names = text_files(tmp_path / "in", 160)
+    report = run(tmp_path / "in", tmp_path / "out", extractor, max_concurrency=3, formats=["csv"])
+    assert [r.ref.name for r in report.results] == names
+    assert fakes.PEAK[tag] == 3
+    expected_runs = len(plan_shards(160, 3)) + 2
+    assert expected_runs < 160  # documents were grouped into shards
+    assert wait_for_history(report.flow_run_id, expected_runs)
+    assert recorded_task_runs(report.flow_run_id) == (expected_runs, expected_runs)
+
+
+def test_one_corrupt_document_gives_partially_failed(tmp_path: Path) -> None:
+    copy_into(
+        tmp_path / "in",
+        corpus("invoice2data", "compare", "coolblue1", "coolblue1.pdf"),
+        corpus("nasty-inputs", "derived", "truncated-half_AmazonWebServices.pdf"),
+        corpus("invoice2data", "compare", "free_fiber", "free_fiber.pdf"),
+    )
+    report = run(tmp_path / "in", tmp_path / "out")
+    assert report.status == "partially_failed"
+    assert (report.totals.succeeded, report.totals.failed) == (2, 1)
+    assert [r.ref.name for r in report.results] == ["coolblue1.pdf", "free_fiber.pdf", "truncated-half_AmazonWebServices.pdf"]
+    bad = report.results[2]
+    assert bad.status == "failed" and bad.error_kind == ErrorKind.corrupt and "PDF" in bad.error
+    assert bad.attempts == 1  # permanent: never retried
+    errors = pd.read_excel(report.exports["documents.xlsx"], sheet_name="errors")
+    assert errors["file"].tolist() == [bad.ref.name] and errors["error_kind"].tolist() == ["corrupt"]
+
+
+def test_all_failing_gives_failed(tmp_path: Path) -> None:
+    copy_into(
+        tmp_path / "in",
+        corpus("nasty-inputs", "broken", "pdfplumber_empty-zero-bytes.pdf"),
+        corpus("nasty-inputs", "encrypted", "pdfminer_aes-256-r6.pdf"),
+    )
+    report = run(tmp_path / "in", tmp_path / "out")
+    assert report.status == "failed"
+    assert [r.error_kind for r in report.results] == [ErrorKind.encrypted, ErrorKind.empty]
+    assert report.success_rate == 0.0
+
+
+def test_empty_folder_is_a_clear_completed_batch(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / ".DS_Store").write_bytes(b"\x00")
+    report = run(tmp_path / "in", tmp_path / "out")
+    assert report.status == "completed" and report.totals.total == 0
+    assert "no documents" in report.message
+    assert Path(report.exports["report.json"]).exists()
+    assert len(pd.read_csv(report.exports["documents.csv"])) == 0
+
+
+def test_transient_errors_are_retried_permanent_ones_are_not(tmp_path: Path) -> None:
+    extractor, tag = scripted(transient_failures={"doc-0001.txt": 1, "doc-0003.txt": 99}, permanent_failures=["doc-0002.txt"])
+    text_files(tmp_path / "in", 4)
+    report = run(tmp_path / "in", tmp_path / "out", extractor, extraction={"retries": 2}, formats=["csv"])
+    by_name = {r.ref.name: r for r in report.results}
+    assert by_name["doc-0001.txt"].status == "succeeded" and by_name["doc-0001.txt"].attempts == 2
+    assert by_name["doc-0002.txt"].status == "failed" and by_name["doc-0002.txt"].attempts == 1
+    assert fakes.CALLS[(tag, "doc-0002.txt")] == 1
+    stuck = by_name["doc-0003.txt"]
+    assert stuck.status == "failed" and stuck.error_transient and stuck.attempts == 3
+    assert fakes.CALLS[(tag, "doc-0000.txt")] == 1  # a retry re-extracts only what failed transiently
+    assert report.status == "partially_failed"
+
+
+def test_artifacts_have_stable_keys_and_counts(tmp_path: Path) -> None:
+    extractor, _ = scripted(permanent_failures=["doc-0002.txt"])
+    text_files(tmp_path / "in", 5)
+    report = run(tmp_path / "in", tmp_path / "out", extractor, batch_name="artifact check")
+    artifacts = read_artifacts(report.flow_run_id)
+    assert {"docbatch-progress", "docbatch-documents", "docbatch-summary"} <= set(artifacts)
+    assert artifacts["docbatch-progress"].data == 100.0
+    table = artifacts["docbatch-documents"].data
+    rows = json.loads(table) if isinstance(table, str) else table
+    assert [row["file"] for row in rows] == [f"doc-{i:04d}.txt" for i in range(5)]
+    assert [row["status"] for row in rows].count("failed") == 1
+    summary = artifacts["docbatch-summary"].data
+    assert "partially_failed" in summary and "doc-0002.txt" in summary and "scripted to be corrupt" in summary
+    assert report.output_dir in summary and "| 5 | 4 | 1 | 0 | 80.0 % |" in summary
+
+
+def test_nested_fields_and_line_items_exports(tmp_path: Path) -> None:
+    extractor, _ = scripted(with_line_items=True, permanent_failures=["doc-0001.txt"])
+    text_files(tmp_path / "in", 3)
+    report = run(tmp_path / "in", tmp_path / "out", extractor)
+    documents = pd.read_csv(report.exports["documents.csv"])
+    assert documents["vendor.name"].tolist()[0] == "ACME" and pd.isna(documents["vendor.name"][1])
+    assert documents["status"].tolist() == ["succeeded", "failed", "succeeded"]
+    items = pd.read_csv(report.exports["line_items.csv"])
+    assert items["file"].tolist() == ["doc-0000.txt", "doc-0000.txt", "doc-0002.txt", "doc-0002.txt"]
+    assert items["amount"].tolist() == [1.5, 3.0, 1.5, 3.0]
+    assert len(pd.read_excel(report.exports["documents.xlsx"], sheet_name="line_items")) == 4
+
+
+def test_too_many_documents_is_refused_before_any_extraction(tmp_path: Path) -> None:
+    extractor, tag = scripted()
+    text_files(tmp_path / "in", 5)
+    with pytest.raises(BatchRefused, match="more than 3 documents"):
+        run(tmp_path / "in", tmp_path / "out", extractor, max_documents=3)
+    assert not any(key[0] == tag for key in fakes.CALLS)
+    assert not (tmp_path / "out").exists()
+    assert run(tmp_path / "in", tmp_path / "out", extractor, max_documents=0, formats=["csv"]).totals.total == 5
+
+
+def test_unknown_export_format_is_a_parameter_error(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="pdf"):
+        ExportSettings(formats=["csv", "pdf"])
+    text_files(tmp_path / "in", 1)
+    with pytest.raises(Exception, match=r"export\.formats\.1: Input should be 'json', 'jsonl', 'csv', 'xlsx' or 'parquet'"):
+        extract_batch(source=str(tmp_path / "in"), export={"output_dir": str(tmp_path / "out"), "formats": ["csv", "pdf"]})
+    assert not (tmp_path / "out").exists()
+
+
+def test_default_run_name_and_subset_of_formats(tmp_path: Path) -> None:
+    text_files(tmp_path / "in", 2)
+    report = run(tmp_path / "in", tmp_path / "out", formats=["csv", "parquet"])
+    assert re.fullmatch(r"Batch \d{4}-\d\d-\d\d \d\d:\d\d", report.name)
+    assert sorted(Path(report.output_dir).iterdir()) == sorted(
+        Path(report.output_dir) / n for n in ("documents.csv", "documents.parquet", "report.json")
+    )

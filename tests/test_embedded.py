@@ -1,0 +1,133 @@
+"""The embedded extractor on real documents: content-type detection, text, pages, error kinds."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import pytest
+
+from blocks.embedded import EmbeddedExtractor
+from blocks.errors import DocumentError
+from blocks.models import ErrorKind
+from tests.conftest import corpus
+
+PDF_CASES = ["AmazonWebServices", "FlipkartInvoice", "SammyMaystoneLinesTest", "coolblue1", "free_fiber"]
+
+
+def extract(path, name=None):
+    return EmbeddedExtractor().extract(name or path.name, path.read_bytes())
+
+
+@pytest.mark.parametrize("case", PDF_CASES)
+def test_invoice_pdfs_give_their_text_layer(case: str) -> None:
+    folder = corpus("invoice2data", "compare", case)
+    expected = json.loads((folder / f"{case}.expected.json").read_text())[0]
+    result = extract(folder / f"{case}.pdf")
+    assert result.media_type == "application/pdf"
+    assert result.pages and result.pages >= 1
+    assert expected["invoice_number"].lstrip("#") in result.text
+
+
+@pytest.mark.parametrize("case", ["AmazonWebServices", "FlipkartInvoice", "coolblue1", "free_fiber"])
+def test_basic_fields_find_the_invoice_number(case: str) -> None:
+    folder = corpus("invoice2data", "compare", case)
+    expected = json.loads((folder / f"{case}.expected.json").read_text())[0]
+    assert extract(folder / f"{case}.pdf").fields["invoice_number"] == expected["invoice_number"].lstrip("#")
+
+
+def test_multi_page_pdf_counts_pages() -> None:
+    result = extract(corpus("invoice2data", "compare", "free_fiber", "free_fiber.pdf"))
+    assert result.pages == 2
+    assert result.text.count("\f") == 1  # one form feed between two pages
+
+
+def test_docx_body_and_tables_in_order() -> None:
+    path = corpus("office", "docx", "blk-paras-and-tables.docx")
+    result = extract(path)
+    assert result.media_type.endswith("wordprocessingml.document")
+    reference = path.with_name("blk-paras-and-tables.expected.txt").read_text()
+    body = [line.strip() for line in reference.splitlines() if line.strip() and line[0] not in "[#"]
+    text_lines = [line.strip() for line in result.text.splitlines()]
+    for line in body:
+        assert line in text_lines
+    assert result.fields["tables"] == reference.count("[table]")
+
+
+def test_xlsx_cells_with_dates() -> None:
+    result = extract(corpus("office", "xlsx", "date_1904.xlsx"))
+    reference = json.loads(corpus("office", "xlsx", "date_1904.cells.json").read_text())
+    assert result.media_type.endswith("spreadsheetml.sheet")
+    assert result.fields["sheets"] == list(reference["sheets"])
+    assert result.pages == len(reference["sheets"])
+    # the same calendar date as the 1900-based workbook, despite a different serial number
+    assert extract(corpus("office", "xlsx", "date_1900.xlsx")).fields["date"] == result.fields["date"]
+
+
+def test_type_comes_from_content_not_extension() -> None:
+    docx_as_pdf = extract(corpus("nasty-inputs", "derived", "docx-named-as_tbl-2x2-table.pdf"))
+    assert docx_as_pdf.media_type.endswith("wordprocessingml.document")
+    assert docx_as_pdf.fields["tables"] == 1  # an empty 2x2 table, read as Word, not as a broken PDF
+    html = EmbeddedExtractor().extract("page.txt", b"<!DOCTYPE html><html><head><title>Bill 7</title><script>x=1</script></head><body><p>Total: 12.50 EUR</p></body></html>")
+    assert html.media_type == "text/html"
+    assert "x=1" not in html.text and "Total: 12.50 EUR" in html.text
+    assert html.fields["title"] == "Bill 7" and html.fields["total"] == 12.5
+
+
+def test_csv_and_latin1_text() -> None:
+    csv_result = EmbeddedExtractor().extract("items.csv", b"sku;qty;price\nA1;2;3,50\nB2;1;9,99\n")
+    assert csv_result.media_type == "text/csv"
+    assert csv_result.fields["rows"] == 2 and csv_result.fields["columns"] == ["sku", "qty", "price"]
+    latin = EmbeddedExtractor().extract("note.txt", "Rechnung Nr. 4711 über 12,50 € für Müller".encode("cp1252"))
+    assert "über" in latin.text and "Müller" in latin.text
+    assert latin.fields["invoice_number"] == "4711"
+    assert latin.warnings and "decoded as" in latin.warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        (("nasty-inputs", "broken", "pdfplumber_empty-zero-bytes.pdf"), ErrorKind.empty),
+        (("nasty-inputs", "encrypted", "pdfminer_aes-256-r6.pdf"), ErrorKind.encrypted),
+        (("nasty-inputs", "derived", "truncated-1KiB_AmazonWebServices.pdf"), ErrorKind.corrupt),
+        (("nasty-inputs", "not-a-pdf", "pdfplumber_issue-948.zip"), ErrorKind.unsupported),
+        (("nasty-inputs", "derived", "png-image-named-as_AmazonWebServices.pdf"), ErrorKind.no_text),
+        (("nasty-inputs", "scanned-image-only", "ocrmypdf_ccitt.pdf"), ErrorKind.no_text),
+        (("nasty-inputs", "derived", "many-pages-10000_simple1.pdf"), ErrorKind.too_large),
+        (("office", "xlsx", "null_archive.xlsx"), ErrorKind.unsupported),
+    ],
+)
+def test_bad_inputs_raise_precise_kinds(path: tuple[str, ...], kind: ErrorKind) -> None:
+    with pytest.raises(DocumentError) as raised:
+        extract(corpus(*path))
+    assert raised.value.kind == kind
+    assert raised.value.transient is False
+    assert len(raised.value.message) > 10
+
+
+def test_scanned_pdf_error_hints_at_ocr() -> None:
+    with pytest.raises(DocumentError) as raised:
+        extract(corpus("nasty-inputs", "scanned-image-only", "ocrmypdf_ccitt.pdf"))
+    assert "OCR" in raised.value.message
+
+
+def test_known_password_opens_encrypted_pdf() -> None:
+    from pydantic import SecretStr
+
+    extractor = EmbeddedExtractor(passwords=[SecretStr("wrong"), SecretStr("usersecret")])
+    result = extractor.extract("x.pdf", corpus("nasty-inputs", "encrypted", "pdfminer_aes-256-r6.pdf").read_bytes())
+    assert "Hello" in result.text
+    assert "usersecret" not in repr(extractor)
+
+
+def test_zip_that_is_not_office_and_binary_noise() -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("a.txt", "hello")
+    with pytest.raises(DocumentError) as raised:
+        EmbeddedExtractor().extract("a.docx", buffer.getvalue())
+    assert raised.value.kind == ErrorKind.unsupported and "ZIP" in raised.value.message
+    with pytest.raises(DocumentError) as raised:
+        EmbeddedExtractor().extract("blob.txt", bytes(range(256)) * 4)
+    assert raised.value.kind == ErrorKind.unsupported
