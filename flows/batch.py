@@ -10,18 +10,19 @@ from prefect import flow, unmapped
 from prefect.artifacts import create_progress_artifact
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
+from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
-from blocks.errors import DocumentError
+from blocks.errors import BatchRefused, DocumentError, SourceUnavailable
 from blocks.models import BatchReport, DocumentRef, DocumentResult, ErrorKind
 from blocks.resolve import resolve_destination, resolve_extractor, resolve_source
 from flows.params import ExportSettings, ExtractionSettings
 from tasks.artifacts import PROGRESS_KEY
 from tasks.collect import collect_results
 from tasks.extract import ExtractOptions, extract_documents
-from tasks.listing import list_documents
+from tasks.listing import list_documents, refuse_if_too_many
 from tasks.runtime import batch_runtime
 from tasks.sharding import plan_shards
 
@@ -48,7 +49,7 @@ def _shard_crashed(refs: list[DocumentRef], exc: BaseException, extractor: str) 
 
 @flow(name="extract-batch", flow_run_name=batch_run_name, persist_result=True, validate_parameters=True)
 def extract_batch(
-    source: str = "examples",
+    source: str = "examples/documents",
     include: list[str] | None = None,
     exclude: list[str] | None = None,
     recursive: bool = True,
@@ -79,12 +80,18 @@ def extract_batch(
     run_id = flow_run.get_id()
     name = (batch_name or "").strip() or (flow_run.get_name() if run_id else None) or default_batch_name()
 
-    src = resolve_source(source, include=include or [], exclude=exclude or [], recursive=recursive)
-    src.check()
-    extractor = resolve_extractor(extraction.extractor, max_pages=extraction.max_pages)
-    destination = resolve_destination(export.output_dir)
-
-    refs = list_documents(src, max_documents)
+    try:
+        src = resolve_source(source, include=include or [], exclude=exclude or [], recursive=recursive)
+        src.check()
+        extractor = resolve_extractor(extraction.extractor, max_pages=extraction.max_pages)
+        destination = resolve_destination(export.output_dir)
+        refs = list_documents(src, max_documents)
+        refuse_if_too_many(src, refs, max_documents)
+    except (SourceUnavailable, BatchRefused) as exc:
+        # A refusal is an answer, not a crash: one clear line in the run's state, no traceback,
+        # and Python callers get the exception itself.
+        logger.warning("Batch refused: %s", exc)
+        return Failed(message=str(exc), data=exc)  # type: ignore[return-value]
     shards = plan_shards(len(refs), max_concurrency)
     batch_id = run_id or uuid.uuid4().hex
     options = ExtractOptions(

@@ -70,7 +70,7 @@ def run(
     Exit codes: 0 completed or partially_failed; 1 failed; 2 bad parameters or batch refused;
     3 source unavailable; 4 internal error.
     """
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     from flows.params import ExportSettings, ExtractionSettings
 
     try:
@@ -131,7 +131,7 @@ def run(
     if as_json:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
     else:
-        print_summary(report, Console())
+        print_summary(report, Console(width=None if sys.stdout.isatty() else 160))
     raise typer.Exit(EXIT_BATCH_FAILED if report.status == "failed" else EXIT_OK)
 
 

@@ -13,21 +13,27 @@ from blocks.resolve import Source
 
 @task(name="list-documents", cache_policy=NO_CACHE, persist_result=False)
 def list_documents(source: Source, max_documents: int) -> list[DocumentRef]:
-    """List the source in a stable order and refuse, before any extraction, a batch over `max_documents`.
+    """List the source in a stable order, stopping at `max_documents + 1` references.
 
-    Listing stops at the first document past the limit, so a folder of a million files is
-    refused in the time it takes to see `max_documents + 1` of them.
+    Stopping early lets the flow refuse a folder of a million files in the time it takes to
+    see one more document than allowed; the caller checks `len(refs) > max_documents`.
     """
     refs: list[DocumentRef] = []
     for ref in source.iter_documents():
-        if max_documents and len(refs) >= max_documents:
-            raise BatchRefused(
-                f"{source.describe()} holds more than {max_documents} documents (max_documents={max_documents}); "
-                "narrow it with include/exclude, or raise max_documents (0 means unlimited)"
-            )
         refs.append(ref)
+        if max_documents and len(refs) > max_documents:
+            get_run_logger().info("Listing stopped past max_documents=%d", max_documents)
+            return refs
     refused = sum(1 for r in refs if r.refused)
     get_run_logger().info(
         "Listed %d document(s) in %s%s", len(refs), source.describe(), f" ({refused} refused)" if refused else ""
     )
     return refs
+
+
+def refuse_if_too_many(source: Source, refs: list[DocumentRef], max_documents: int) -> None:
+    if max_documents and len(refs) > max_documents:
+        raise BatchRefused(
+            f"{source.describe()} holds more than {max_documents} documents (max_documents={max_documents}); "
+            "narrow it with include/exclude, or raise max_documents (0 means unlimited)"
+        )
