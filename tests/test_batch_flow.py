@@ -229,3 +229,12 @@ def test_default_run_name_and_subset_of_formats(tmp_path: Path) -> None:
     assert sorted(Path(report.output_dir).iterdir()) == sorted(
         Path(report.output_dir) / n for n in ("documents.csv", "documents.parquet", "report.json")
     )
+
+
+@pytest.mark.parametrize("bound", [0, 65])
+def test_concurrency_outside_1_to_64_is_rejected(tmp_path: Path, bound: int) -> None:
+    from prefect.exceptions import ParameterTypeError
+
+    text_files(tmp_path / "in", 1)
+    with pytest.raises(ParameterTypeError, match="max_concurrency"):
+        extract_batch(source=str(tmp_path / "in"), max_concurrency=bound, export={"output_dir": str(tmp_path / "out")})

@@ -1,0 +1,46 @@
+"""Blocks register with Prefect and resolve from what a user types."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from blocks.embedded import EmbeddedExtractor
+from blocks.errors import SourceUnavailable
+from blocks.local import LocalDirectory
+from blocks.resolve import resolve_extractor, resolve_source
+from tests.conftest import ROOT
+
+
+def test_prefect_block_register_accepts_the_module(cli_env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", "block", "register", "-m", "blocks"],
+        cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name in ("Embedded Extractor", "Local Directory Source", "Local Folder Destination"):
+        assert name in done.stdout
+    assert "Extractor\n" not in done.stdout  # the abstract base is not a block type of its own
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_saved_blocks_resolve_by_name(tmp_path: Path) -> None:
+    LocalDirectory(path=str(tmp_path), include=["*.pdf"]).save("test-invoices", overwrite=True)
+    EmbeddedExtractor(max_pages=3).save("test-strict", overwrite=True)
+    source = resolve_source("local-directory/test-invoices", include=[], exclude=["x*"], recursive=True)
+    assert isinstance(source, LocalDirectory) and source.path == str(tmp_path)
+    assert source.include == ["*.pdf"] and source.exclude == ["x*"]
+    extractor = resolve_extractor("embedded-extractor/test-strict")
+    assert isinstance(extractor, EmbeddedExtractor) and extractor.max_pages == 3
+    with pytest.raises(SourceUnavailable, match="no saved block"):
+        resolve_extractor("embedded-extractor/absent")
+    with pytest.raises(SourceUnavailable, match="not a document source"):
+        resolve_source("embedded-extractor/test-strict", include=[], exclude=[], recursive=True)
+
+
+def test_remote_schemes_are_refused_clearly() -> None:
+    with pytest.raises(SourceUnavailable, match="s3:// sources are not supported"):
+        resolve_source("s3://bucket/prefix", include=[], exclude=[], recursive=True)
