@@ -47,7 +47,7 @@ def _shard_crashed(refs: list[DocumentRef], exc: BaseException, extractor: str) 
     ]
 
 
-@flow(name="extract-batch", flow_run_name=batch_run_name, persist_result=True, validate_parameters=True)
+@flow(name="extract-batch", flow_run_name=batch_run_name, validate_parameters=True)
 def extract_batch(
     source: str = "examples/documents",
     include: list[str] | None = None,

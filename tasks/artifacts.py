@@ -70,7 +70,7 @@ def summary_markdown(report: BatchReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def publish_artifacts(report: BatchReport) -> None:
+def publish_table(report: BatchReport) -> None:
     shown = min(len(report.results), TABLE_ROW_LIMIT)
     more = f" (first {shown}; all rows are in the exports)" if shown < len(report.results) else ""
     create_table_artifact(
@@ -78,4 +78,8 @@ def publish_artifacts(report: BatchReport) -> None:
         key=TABLE_KEY,
         description=f"{report.name}: one row per document{more}",
     )
+
+
+def publish_summary(report: BatchReport) -> None:
+    """The summary names the export files, so it is published once they are written."""
     create_markdown_artifact(markdown=summary_markdown(report), key=SUMMARY_KEY, description=f"{report.name}: summary")

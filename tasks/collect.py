@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
 from datetime import datetime, timezone
 
 from prefect import task
@@ -12,7 +14,7 @@ from prefect.logging import get_run_logger
 
 from blocks.local import LocalFolder
 from blocks.models import BatchReport, BatchStatus, BatchTotals, DocumentResult, ExportFormat
-from tasks.artifacts import publish_artifacts
+from tasks.artifacts import publish_summary, publish_table
 from tasks.exports import write_exports
 
 
@@ -76,9 +78,13 @@ def collect_results(
         results=results,
     )
     folder = batch_folder_name(name, started, flow_run_id)
-    exports = write_exports(report, destination, folder, formats)
+    # The table artifact is an upload (I/O) and the exports are local CPU work: overlap them.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="docbatch-artifacts") as pool:
+        table = pool.submit(copy_context().run, publish_table, report)
+        exports = write_exports(report, destination, folder, formats)
+        table.result()
     report = report.model_copy(update={"exports": exports, "output_dir": destination.location(folder)})
-    publish_artifacts(report)
+    publish_summary(report)
     emit_event(
         event="docbatch.batch.completed",
         resource={"prefect.resource.id": f"docbatch.batch.{flow_run_id or folder}", "prefect.resource.name": name},
