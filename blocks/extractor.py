@@ -6,6 +6,7 @@ plugs in by subclassing this block; nothing in `tasks/` or `flows/` changes.
 
 from __future__ import annotations
 
+import functools
 import socket
 from abc import ABC, abstractmethod
 
@@ -13,6 +14,13 @@ from prefect.blocks.core import Block
 
 from blocks.errors import DocumentError
 from blocks.models import ErrorKind, Extraction
+
+
+@functools.cache
+def _slug(cls: type[Block]) -> str:
+    # Prefect slugifies the name on every call (python-slugify, unidecode): measured at several
+    # milliseconds per document under load, so each class computes it once.
+    return cls.get_block_type_slug()
 
 
 class Extractor(Block, ABC):
@@ -29,7 +37,7 @@ class Extractor(Block, ABC):
     @property
     def label(self) -> str:
         """Short name recorded in each result, e.g. ``embedded-extractor``."""
-        return self.get_block_type_slug()
+        return _slug(type(self))
 
     def classify(self, exc: BaseException) -> DocumentError:
         """Map an unexpected exception to a per-document error; transient ones get retried."""
