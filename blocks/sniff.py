@@ -52,7 +52,8 @@ def sniff_binary(data: bytes) -> str | None:
         return _sniff_zip(data)
     if data.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
         # Password-protected .docx/.xlsx are OLE containers holding an EncryptionInfo stream.
-        if "EncryptionInfo".encode("utf-16-le") in data[:65536] or b"E\x00n\x00c\x00r\x00y\x00p\x00t\x00i\x00o\x00n" in data:
+        # OLE directory entries (stream names, UTF-16) can sit anywhere in the file.
+        if "EncryptionInfo".encode("utf-16-le") in data:
             return OLE_ENCRYPTED_OOXML
         return OLE
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
