@@ -74,20 +74,20 @@ class LocalDirectory(Block):
         self.check()
         root = self.root.resolve()
         index = 0
-        for relative, path, refused in self._walk(root, ""):
+        for relative, path, refused, info in self._walk(root, ""):
             if not matches(relative, self.include, self.exclude):
                 continue
-            yield self._ref(index, relative, path, refused)
+            yield self._ref(index, relative, path, refused, info)
             index += 1
 
-    def _walk(self, root: Path, prefix: str) -> Iterator[tuple[str, Path, str | None]]:
+    def _walk(self, root: Path, prefix: str) -> Iterator[tuple[str, Path, str | None, os.stat_result | None]]:
         folder = root / prefix if prefix else root
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
             if not prefix:
                 raise SourceUnavailable(f"cannot list {str(folder)!r}: {exc.strerror or exc}") from None
-            yield prefix.rstrip("/"), folder, f"folder could not be listed: {exc.strerror or exc}"
+            yield prefix.rstrip("/"), folder, f"folder could not be listed: {exc.strerror or exc}", None
             return
         for entry in entries:
             if entry.name.startswith("."):
@@ -97,28 +97,29 @@ class LocalDirectory(Block):
             if entry.is_symlink():
                 target = Path(os.path.realpath(path))
                 if not target.is_relative_to(root):
-                    yield relative, path, "symlink points outside the source folder"
+                    yield relative, path, "symlink points outside the source folder", None
                     continue
                 if target.is_dir():
                     continue  # its contents are listed under their real path already
             try:
-                mode = path.stat().st_mode
+                info = path.stat()
             except OSError:
                 continue  # vanished while listing: it was never part of this batch
-            if stat.S_ISDIR(mode):
+            if stat.S_ISDIR(info.st_mode):
                 if self.recursive:
                     yield from self._walk(root, relative + "/")
-            elif stat.S_ISREG(mode):
-                yield relative, path, None
+            elif stat.S_ISREG(info.st_mode):
+                yield relative, path, None, info
             else:
-                yield relative, path, "not a regular file (device, socket or pipe)"
+                yield relative, path, "not a regular file (device, socket or pipe)", info
 
-    def _ref(self, index: int, relative: str, path: Path, refused: str | None) -> DocumentRef:
-        try:
-            info = path.stat() if refused is None else path.lstat()
-            size, mtime_ns = info.st_size, info.st_mtime_ns
-        except OSError:
-            size, mtime_ns = 0, 0
+    def _ref(self, index: int, relative: str, path: Path, refused: str | None, info: os.stat_result | None) -> DocumentRef:
+        if info is None:
+            try:
+                info = path.lstat()
+            except OSError:
+                info = None
+        size, mtime_ns = (info.st_size, info.st_mtime_ns) if info is not None else (0, 0)
         return DocumentRef(
             index=index,
             uri=str(path),
@@ -140,7 +141,11 @@ class LocalDirectory(Block):
             if info.st_size > max_bytes:
                 raise DocumentError(ErrorKind.too_large, f"{info.st_size:,} bytes, over the limit of {max_bytes:,}")
             with path.open("rb") as handle:
-                data = handle.read(max_bytes + 1)
+                # Sized to the file (plus one byte to notice growth), not to the limit: a
+                # read(limit) call allocates the whole limit up front.
+                data = handle.read(min(max_bytes, info.st_size) + 1)
+                if len(data) > info.st_size:  # grew since the stat: read on, up to the limit
+                    data += handle.read(max_bytes + 1 - len(data))
         except FileNotFoundError:
             raise DocumentError(ErrorKind.vanished, "the file was deleted or moved after it was listed") from None
         except PermissionError:

@@ -159,4 +159,8 @@ def extract_documents(
             f"{len(waiting)} document(s) hit transient errors and will be retried: {', '.join(waiting[:5])}"
         )
     runtime.kept.pop(run_key, None)
-    return [kept[r.index] for r in refs]
+    results = [kept[r.index] for r in refs]
+    if not options.log_each_document:
+        failed = sum(r.status == "failed" for r in results)
+        logger.info("%d document(s) extracted, %d failed", len(results) - failed, failed)
+    return results

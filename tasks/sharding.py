@@ -13,6 +13,7 @@ import math
 
 PER_DOCUMENT_LIMIT = 100
 MAX_SHARD = 250
+MIN_SHARD = 4  # a single-document task run costs 10-16 ms of engine work here: not worth it in a large batch
 
 
 def plan_shards(total: int, max_concurrency: int, *, per_document_limit: int = PER_DOCUMENT_LIMIT, max_shard: int = MAX_SHARD) -> list[tuple[int, int]]:
@@ -20,10 +21,12 @@ def plan_shards(total: int, max_concurrency: int, *, per_document_limit: int = P
     if total <= per_document_limit:
         return [(i, i + 1) for i in range(total)]
     shards: list[tuple[int, int]] = []
+    # The tail's smallest shard, but never so large that fewer than max_concurrency shards exist.
+    floor = min(MIN_SHARD, math.ceil(total / max_concurrency))
     start = 0
     while start < total:
         remaining = total - start
-        size = max(1, min(max_shard, math.ceil(remaining / (2 * max_concurrency))))
+        size = min(remaining, max(floor, min(max_shard, math.ceil(remaining / (2 * max_concurrency)))))
         shards.append((start, start + size))
         start += size
     return shards
