@@ -175,7 +175,10 @@ def write_exports(report: BatchReport, destination: LocalFolder, folder: str, fo
         written["documents.jsonl"] = destination.location(folder, "documents.jsonl")
     if ExportFormat.json in wanted:
         with destination.atomic_path(folder, "documents.json") as path, path.open("w", encoding="utf-8") as handle:
-            handle.write("[\n" + ",\n".join(r.model_dump_json() for r in results) + "\n]\n")
+            handle.write("[")
+            for number, result in enumerate(results):  # streamed: never the whole array in memory
+                handle.write(("\n" if number == 0 else ",\n") + result.model_dump_json())
+            handle.write("\n]\n")
         written["documents.json"] = destination.location(folder, "documents.json")
     if ExportFormat.xlsx in wanted:
         errors = documents[documents["status"] != "succeeded"][ERROR_COLUMNS] if len(documents) else documents[ERROR_COLUMNS]
