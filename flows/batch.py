@@ -135,8 +135,7 @@ def extract_batch(
                             raise
                         logger.warning("Extraction of documents %d-%d crashed: %s", start, end - 1, exc)
                         results.extend(_shard_crashed(refs[start:end], exc, extractor.label))
-        runtime.finished = len(results)
-        runtime.publish_progress(len(results))
+        runtime.finished = len(results)  # crashed shards count as finished too
 
     return collect_results(
         quote(results),

@@ -123,5 +123,8 @@ def batch_runtime(batch_id: str, max_concurrency: int, total: int, progress_arti
         stop.set()
         if publisher.is_alive():
             publisher.join(timeout=5)
+        # The last word on progress, sent only once the thread is done, so an older value
+        # still in flight from it can never land after this one.
+        runtime.publish_progress()
         with _REGISTRY_LOCK:
             _RUNTIMES.pop(batch_id, None)
