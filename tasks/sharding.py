@@ -21,7 +21,8 @@ def plan_shards(total: int, max_concurrency: int, *, per_document_limit: int = P
     if total <= per_document_limit:
         return [(i, i + 1) for i in range(total)]
     shards: list[tuple[int, int]] = []
-    # The tail's smallest shard, but never so large that fewer than max_concurrency shards exist.
+    # The tail's smallest shard, but never more than one slot's fair share (total / max_concurrency),
+    # so a batch just over the per-document limit still spreads over the slots.
     floor = min(MIN_SHARD, math.ceil(total / max_concurrency))
     start = 0
     while start < total:
