@@ -57,6 +57,8 @@ variant, or another knob, for experiments only; without it nothing is patched:
     max_shard=INT           largest shard (default 250)
     divisor=FLOAT           guided shard size = ceil(remaining / (divisor * C)) (default 2)
     min_shard=INT           smallest shard (default 1)
+    spare=INT               flows.batch.SPARE_SHARD_THREADS, task runs started beside the C busy ones in
+                            a sharded batch so the next shard's start-up overlaps (default 2)
     progress_every_s=FLOAT  tasks.runtime.PROGRESS_EVERY_S, how often the progress artifact is updated (default 1.0)
     switch_interval=FLOAT   sys.setswitchinterval for the run (CPython's default 0.005 s): how long a
                             thread waking from I/O or sleep may wait for the GIL
@@ -102,6 +104,7 @@ EXPERIMENT_KEYS = {
     "max_shard": int,
     "divisor": float,
     "min_shard": int,
+    "spare": int,
     "progress_every_s": float,
     "switch_interval": float,
     "skip_return_scan": int,
@@ -388,6 +391,8 @@ def applied_experiment(experiment: dict[str, Any]) -> Iterator[Callable[[int, in
         if experiment.keys() & {"per_document_limit", "max_shard", "divisor", "min_shard"}:
             plan = experimental_plan(experiment)
             patch(flows.batch, "plan_shards", plan)
+        if "spare" in experiment:
+            patch(flows.batch, "SPARE_SHARD_THREADS", int(experiment["spare"]))
         if "progress_every_s" in experiment:
             import tasks.runtime
 

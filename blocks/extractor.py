@@ -35,6 +35,15 @@ class Extractor(Block, ABC):
         """Extract one document. Must not keep `data` beyond the call."""
 
     @property
+    def output_fields(self) -> list[str]:
+        """Field names this extractor returns, in column order, when it knows them up front.
+
+        Exports lay their columns out from it while the batch runs (see `tasks/exports.py`);
+        an extractor that cannot say returns nothing and the columns follow the documents.
+        """
+        return []
+
+    @property
     def label(self) -> str:
         """Short name recorded in each result, e.g. ``embedded-extractor``."""
         return _slug(type(self))

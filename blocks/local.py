@@ -185,16 +185,53 @@ class LocalFolder(Block):
         A crash or exception leaves at most a hidden `.tmp` file, never a file with the final
         name that looks complete but is not.
         """
-        final = Path(self.location(*parts))
+        pending = self.open_atomic(*parts)
+        try:
+            yield pending.path
+            pending.commit()
+        finally:
+            pending.abort()
+
+    def open_atomic(self, *parts: str) -> AtomicFile:
+        """A file written over time (while a batch runs) and published under its name by `commit()`."""
+        return AtomicFile(Path(self.location(*parts)))
+
+    def journal_path(self, *parts: str) -> Path:
+        """Where an append-only checkpoint journal lives (a local file, appended line by line)."""
+        path = Path(self.location(*parts))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def batch_folders(self) -> list[str]:
+        """Names of the batch folders under this destination, newest name last."""
+        root = Path(self.location())
+        if not root.is_dir():
+            return []
+        return sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
+
+
+class AtomicFile:
+    """A hidden temporary file beside `final`, renamed onto it only by `commit()`.
+
+    Until then readers see either the previous complete file or nothing; `abort()` (also safe
+    after a commit) removes the temporary. A crash leaves at most a hidden `.tmp` file.
+    """
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
         os.close(fd)
-        temp_path = Path(temporary)
-        try:
-            yield temp_path
-            with temp_path.open("rb+") as handle:
-                os.fsync(handle.fileno())
-            os.chmod(temp_path, 0o666 & ~_umask())  # mkstemp's 0600 is for the temporary only
-            os.replace(temp_path, final)
-        finally:
-            temp_path.unlink(missing_ok=True)
+        self.path = Path(temporary)
+        self.committed = False
+
+    def commit(self) -> None:
+        with self.path.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(self.path, 0o666 & ~_umask())  # mkstemp's 0600 is for the temporary only
+        os.replace(self.path, self.final)
+        self.committed = True
+
+    def abort(self) -> None:
+        if not self.committed:
+            self.path.unlink(missing_ok=True)

@@ -109,6 +109,7 @@ class BatchTotals(BaseModel):
     succeeded: int = 0
     failed: int = 0
     skipped: int = 0
+    resumed: int = Field(default=0, description="Results taken from an interrupted run's checkpoint instead of extracted again.")
 
     @property
     def done(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Annotated
 
@@ -20,11 +21,13 @@ from blocks.models import BatchReport, DocumentRef, DocumentResult, ErrorKind
 from blocks.resolve import resolve_destination, resolve_extractor, resolve_source
 from flows.params import ExportSettings, ExtractionSettings
 from tasks.artifacts import PROGRESS_KEY
-from tasks.collect import collect_results
+from tasks.collect import batch_folder_name, collect_results
+from tasks.exports import ExportStream
+from tasks.journal import BatchJournal, JournalHeader, batch_key, find_resumable
 from tasks.extract import ExtractOptions, extract_documents
 from tasks.listing import list_documents, refuse_if_too_many
 from tasks.runtime import batch_runtime
-from tasks.sharding import PER_DOCUMENT_LIMIT, plan_shards
+from tasks.sharding import PER_DOCUMENT_LIMIT, SPARE_SHARD_THREADS, plan_shards
 
 
 
@@ -57,6 +60,7 @@ def extract_batch(
     extraction: ExtractionSettings = ExtractionSettings(),
     export: ExportSettings = ExportSettings(),
     max_documents: Annotated[int, Field(ge=0)] = 1000,
+    resume: bool = False,
 ) -> BatchReport:
     """Extract every document of a folder into structured records, exports and artifacts.
 
@@ -73,6 +77,7 @@ def extract_batch(
         extraction: Which extractor to use and its limits.
         export: Output folder and export formats.
         max_documents: Refuse, before any work, a batch with more documents than this; 0 means unlimited.
+        resume: Continue the newest unfinished run of this same batch (same source, filters and extractor settings) in the output folder: documents its checkpoint already holds are not extracted again.
     """
     logger = get_run_logger()
     started = datetime.now(timezone.utc)
@@ -91,59 +96,119 @@ def extract_batch(
         # and Python callers get the exception itself.
         logger.warning("Batch refused: %s", exc)
         return Failed(message=str(exc), data=exc)  # type: ignore[return-value]
-    shards = plan_shards(len(refs), max_concurrency)
     batch_id = run_id or uuid.uuid4().hex
+    folder = batch_folder_name(name, started, str(run_id) if run_id else None)
+    key = batch_key(
+        source=src.describe(), include=include or [], exclude=exclude or [], recursive=recursive,
+        extractor=extractor.label, extractor_settings=extractor.model_dump(mode="json"),
+        keep_text=extraction.keep_text, max_file_size_mb=extraction.max_file_size_mb,
+    )
+    taken: dict[int, DocumentResult] = {}
+    if resume:
+        found = find_resumable(destination, key)
+        if found is None:
+            logger.info("Nothing to resume in %s for this batch: extracting every document", destination.location())
+        else:
+            folder, taken = found.folder, found.take(refs)
+            logger.info(
+                "Resuming %s: %d of %d document(s) already have a result in its checkpoint%s",
+                destination.location(folder), len(taken), len(refs),
+                f" ({found.torn_lines} torn line(s) ignored)" if found.torn_lines else "",
+            )
+    todo = [ref for ref in refs if ref.index not in taken]
+    shards = plan_shards(len(todo), max_concurrency)
     options = ExtractOptions(
         batch_id=batch_id,
         max_concurrency=max_concurrency,
         max_file_bytes=int(extraction.max_file_size_mb * 1024 * 1024),
         keep_text=extraction.keep_text,
-        log_each_document=len(refs) <= PER_DOCUMENT_LIMIT,  # INFO lines cost 0.6-1 s per 1,000 documents
+        log_each_document=len(todo) <= PER_DOCUMENT_LIMIT,  # INFO lines cost 0.6-1 s per 1,000 documents
     )
     logger.info(
         "Batch %r: %d document(s) from %s, %d task run(s), at most %d at once, extractor %s",
         name, len(refs), src.describe(), len(shards), max_concurrency, extractor.label,
     )
     progress_id = create_progress_artifact(
-        progress=0.0 if refs else 100.0, key=PROGRESS_KEY, description=f"{name}: 0 of {len(refs)} documents finished"
+        progress=100.0 if len(taken) == len(refs) else round(100.0 * len(taken) / len(refs), 1),
+        key=PROGRESS_KEY,
+        description=f"{name}: {len(taken)} of {len(refs)} documents finished",
     )
     extract = extract_documents.with_options(
         retries=extraction.retries,
         retry_delay_seconds=[extraction.retry_backoff_s * 2**n for n in range(extraction.retries)] or 0,
     )
 
-    results: list[DocumentResult] = []
-    with batch_runtime(batch_id, max_concurrency, len(refs), progress_id) as runtime:
-        if shards:
-            # A runner per batch, bounded by the run's own max_concurrency parameter, so the
-            # UI's value takes effect whatever task runner the flow was deployed with.
-            with ThreadPoolTaskRunner(max_workers=min(max_concurrency, len(shards))) as runner:
-                futures = runner.map(
-                    extract,
-                    {
-                        "refs": [quote(refs[start:end]) for start, end in shards],
-                        "source": unmapped(src),
-                        "extractor": unmapped(extractor),
-                        "options": unmapped(options),
-                    },
-                )
-                for (start, end), future in zip(shards, futures):
-                    try:
-                        results.extend(future.result())
-                    except BaseException as exc:  # a crashed shard still yields one row per document
-                        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                            raise
-                        logger.warning("Extraction of documents %d-%d crashed: %s", start, end - 1, exc)
-                        results.extend(_shard_crashed(refs[start:end], exc, extractor.label))
-        runtime.finished = len(results)  # crashed shards count as finished too
+    journal = BatchJournal.open(destination, folder, JournalHeader(batch_key=key, batch_name=name, source=src.describe()))
+    exports = ExportStream(destination, folder, export.formats, declared_fields=extractor.output_fields)
+    ordered = InOrder(len(refs), exports.add)
+    ordered.offer(taken.values())
+    try:
+        with batch_runtime(batch_id, max_concurrency, len(refs), progress_id, finished=len(taken), journal=journal):
+            if shards:
+                # A runner per batch, bounded by the run's own max_concurrency parameter, so the
+                # UI's value takes effect whatever task runner the flow was deployed with. With
+                # shards, spare threads start the next task run while the slots are still busy
+                # (a task run's start and end cost 10-16 ms of engine work that would otherwise
+                # leave a slot idle); the batch's semaphore still bounds documents in flight.
+                spare = SPARE_SHARD_THREADS if len(todo) > PER_DOCUMENT_LIMIT else 0
+                with ThreadPoolTaskRunner(max_workers=min(max_concurrency + spare, len(shards))) as runner:
+                    futures = runner.map(
+                        extract,
+                        {
+                            "refs": [quote(todo[start:end]) for start, end in shards],
+                            "source": unmapped(src),
+                            "extractor": unmapped(extractor),
+                            "options": unmapped(options),
+                        },
+                    )
+                    for (start, end), future in zip(shards, futures):
+                        try:
+                            ordered.offer(future.result())
+                        except BaseException as exc:  # a crashed shard still yields one row per document
+                            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                                raise
+                            logger.warning("Extraction of documents %d-%d crashed: %s", todo[start].index, todo[end - 1].index, exc)
+                            ordered.offer(_shard_crashed(todo[start:end], exc, extractor.label))
+        journal.close()
+        report = collect_results(
+            quote(ordered.results),
+            name=name,
+            source=src.describe(),
+            extractor=extractor.label,
+            started=started,
+            flow_run_id=str(run_id) if run_id else None,
+            destination=destination,
+            folder=folder,
+            exports=quote(exports),
+            resumed=len(taken),
+        )
+    except BaseException:
+        exports.close()  # nothing half-written under a final name; the journal stays for `resume`
+        journal.close()
+        raise
+    journal.discard()
+    return report
 
-    return collect_results(
-        quote(results),
-        name=name,
-        source=src.describe(),
-        extractor=extractor.label,
-        started=started,
-        flow_run_id=str(run_id) if run_id else None,
-        destination=destination,
-        formats=export.formats,
-    )
+
+class InOrder:
+    """Hands results on in input order, as soon as every earlier document has one.
+
+    Shards finish in any order and resumed results arrive first; the export stream must see
+    documents 0, 1, 2, ... so its files keep input order while they are written.
+    """
+
+    def __init__(self, total: int, sink: Callable[[list[DocumentResult]], None]) -> None:
+        self.total = total
+        self.sink = sink
+        self.waiting: dict[int, DocumentResult] = {}
+        self.results: list[DocumentResult] = []
+
+    def offer(self, results: Iterable[DocumentResult]) -> None:
+        for result in results:
+            self.waiting[result.ref.index] = result
+        ready: list[DocumentResult] = []
+        while (index := len(self.results) + len(ready)) in self.waiting:
+            ready.append(self.waiting.pop(index))
+        if ready:
+            self.results.extend(ready)
+            self.sink(ready)

@@ -63,6 +63,7 @@ def run(
     max_file_size_mb: Annotated[float, typer.Option("--max-file-size-mb", help="Documents larger than this fail as too_large.")] = 100.0,
     max_pages: Annotated[int, typer.Option("--max-pages", help="PDFs with more pages fail as too_large.")] = 2000,
     retries: Annotated[int, typer.Option("--retries", help="Retries for transient errors (0-10).")] = 2,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the newest unfinished run of this same batch in --output (after a crash or kill): documents already in its checkpoint are not extracted again.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole BatchReport as JSON on stdout and nothing else.")] = False,
 ) -> None:
     """Extract every document of SOURCE and print a summary.
@@ -109,6 +110,7 @@ def run(
             extraction=extraction,
             export=export,
             max_documents=max_documents,
+            resume=resume,
         )
     except BatchRefused as exc:
         err.print(f"[red]refused:[/] {exc}")
@@ -124,7 +126,8 @@ def run(
         from flows.history import wait_for_history
         from tasks.sharding import plan_shards
 
-        expected = len(plan_shards(report.totals.total, concurrency)) + 2  # + list-documents, collect-results
+        extracted = report.totals.total - report.totals.resumed
+        expected = len(plan_shards(extracted, concurrency)) + 2  # + list-documents, collect-results
         if not wait_for_history(report.flow_run_id, expected):
             err.print("[yellow]warning:[/] the Prefect server has not yet recorded every task run of this batch")
 

@@ -13,9 +13,9 @@ from prefect.events import emit_event
 from prefect.logging import get_run_logger
 
 from blocks.local import LocalFolder
-from blocks.models import BatchReport, BatchStatus, BatchTotals, DocumentResult, ExportFormat
+from blocks.models import BatchReport, BatchStatus, BatchTotals, DocumentResult
 from tasks.artifacts import publish_summary, publish_table
-from tasks.exports import write_exports
+from tasks.exports import ExportStream
 
 
 def rollup(results: list[DocumentResult]) -> tuple[BatchStatus, BatchTotals, str]:
@@ -54,12 +54,21 @@ def collect_results(
     started: datetime,
     flow_run_id: str | None,
     destination: LocalFolder,
-    formats: list[ExportFormat],
+    folder: str,
+    exports: ExportStream,
+    resumed: int = 0,
 ) -> BatchReport:
-    """Roll the results up, write the exports, publish the artifacts and announce the batch's end."""
+    """Roll the results up, finish the exports, publish the artifacts and announce the batch's end.
+
+    `exports` has been fed every result in input order while the batch ran (documents.jsonl,
+    .json and .xlsx are mostly written by now); finishing it writes the rest and report.json.
+    """
     logger = get_run_logger()
     results = sorted(results, key=lambda r: r.ref.index)
     status, totals, message = rollup(results)
+    if resumed:
+        totals.resumed = resumed
+        message += f" ({resumed} taken from the interrupted run's checkpoint)"
     finished = datetime.now(timezone.utc)
     attempted = totals.succeeded + totals.failed
     report = BatchReport(
@@ -77,13 +86,12 @@ def collect_results(
         extractor=extractor,
         results=results,
     )
-    folder = batch_folder_name(name, started, flow_run_id)
     # The table artifact is an upload (I/O) and the exports are local CPU work: overlap them.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="docbatch-artifacts") as pool:
         table = pool.submit(copy_context().run, publish_table, report)
-        exports = write_exports(report, destination, folder, formats)
+        written = exports.finish(report)
         table.result()
-    report = report.model_copy(update={"exports": exports, "output_dir": destination.location(folder)})
+    report = report.model_copy(update={"exports": written, "output_dir": destination.location(folder)})
     publish_summary(report)
     emit_event(
         event="docbatch.batch.completed",
@@ -91,7 +99,7 @@ def collect_results(
         payload={
             "status": status,
             "totals": totals.model_dump(),
-            "report": exports.get("report.json"),
+            "report": written.get("report.json"),
             "batch_name": name,
         },
     )

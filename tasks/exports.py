@@ -7,6 +7,7 @@ fields, and report.json must round-trip into a `BatchReport`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -93,10 +94,7 @@ def documents_frame(results: list[DocumentResult]) -> pd.DataFrame:
             if key not in seen:
                 seen.add(key)
                 columns.append(key)
-    frame = pd.DataFrame(rows, columns=columns)
-    for column in ("index", "pages", "size", "attempts"):
-        frame[column] = frame[column].astype("Int64")  # no "1.0" pages where a value is missing
-    return frame
+    return _typed(pd.DataFrame(rows, columns=columns))
 
 
 def _uniform(frame: pd.DataFrame) -> pd.DataFrame:
@@ -114,15 +112,17 @@ def _uniform(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _excel_safe(frame: pd.DataFrame) -> pd.DataFrame:
-    """Excel refuses control characters and cells over 32,767 characters."""
-    frame = frame.copy()
-    for column in frame.columns:
-        if frame[column].dtype == object or str(frame[column].dtype) in ("str", "string"):
-            frame[column] = [
-                _ILLEGAL_XLSX.sub("\ufffd", v)[:XLSX_CELL_LIMIT] if isinstance(v, str) else v for v in frame[column].tolist()
-            ]
-    return frame
+XLSX_OPTIONS = {"constant_memory": True, "strings_to_numbers": False, "strings_to_formulas": False, "strings_to_urls": False}
+
+
+def _xlsx_cell(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and value != value):  # None and NaN: an empty cell
+        return None
+    if isinstance(value, str):
+        return _ILLEGAL_XLSX.sub("\ufffd", value)[:XLSX_CELL_LIMIT]
+    if isinstance(value, (bool, int, float)):
+        return value
+    return str(value)
 
 
 def write_xlsx(path: Path, sheets: dict[str, pd.DataFrame]) -> None:
@@ -134,71 +134,271 @@ def write_xlsx(path: Path, sheets: dict[str, pd.DataFrame]) -> None:
     """
     import xlsxwriter
 
-    workbook = xlsxwriter.Workbook(str(path), {"constant_memory": True, "strings_to_numbers": False, "strings_to_formulas": False, "strings_to_urls": False})
+    workbook = xlsxwriter.Workbook(str(path), XLSX_OPTIONS)
     try:
         bold = workbook.add_format({"bold": True})
         for name, frame in sheets.items():
             sheet = workbook.add_worksheet(name)
             sheet.write_row(0, 0, [str(c) for c in frame.columns], bold)
-            safe = _excel_safe(frame).astype(object)
-            safe = safe.where(safe.notna(), None)
-            for number, row in enumerate(safe.itertuples(index=False, name=None), start=1):
-                sheet.write_row(number, 0, row)
+            for number, row in enumerate(frame.itertuples(index=False, name=None), start=1):
+                sheet.write_row(number, 0, [_xlsx_cell(v) for v in row])
     finally:
         workbook.close()
 
 
+class _StreamedSheet:
+    """Rows appended in order under a header frozen at the first row; `fits` says if a row still can."""
+
+    def __init__(self, sheet: Any, columns: list[str], bold: Any) -> None:
+        self.sheet = sheet
+        self.columns = list(columns)
+        self.known = set(columns)
+        self.next_row = 1
+        sheet.write_row(0, 0, self.columns, bold)
+
+    def fits(self, row: dict[str, Any]) -> bool:
+        return row.keys() <= self.known
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.sheet.write_row(self.next_row, 0, [_xlsx_cell(row.get(c)) for c in self.columns])
+        self.next_row += 1
+
+
+class _StreamedWorkbook:
+    """documents.xlsx written while the batch runs, so its cost (the largest export here: about
+    1.7 s per 10,000 documents) overlaps the extraction instead of adding to the batch's end.
+
+    XlsxWriter's constant-memory mode needs each sheet's header before its rows, and the
+    columns depend on the fields documents return. The header is taken when the first
+    succeeded document arrives (plus the extractor's declared fields); if a later row brings a
+    column the header lacks, the stream is dropped and the collector writes the workbook from
+    all rows at the end instead: slower, never different.
+    """
+
+    def __init__(self, pending: Any) -> None:
+        import xlsxwriter
+
+        self.pending = pending
+        self.workbook = xlsxwriter.Workbook(str(pending.path), XLSX_OPTIONS)
+        self.bold = self.workbook.add_format({"bold": True})
+        # Sheet order is fixed at creation: documents, line_items, errors.
+        self._documents_sheet = self.workbook.add_worksheet("documents")
+        self._items_sheet = self.workbook.add_worksheet("line_items")
+        self.errors = _StreamedSheet(self.workbook.add_worksheet("errors"), ERROR_COLUMNS, self.bold)
+        self.documents: _StreamedSheet | None = None
+        self.items: _StreamedSheet | None = None
+        self.broken = False
+
+    def add(self, documents: list[dict[str, Any]], items: list[dict[str, Any]], columns: list[str]) -> bool:
+        """Append rows; False once the stream had to be given up (the caller then writes at the end)."""
+        if self.broken:
+            return False
+        if self.documents is None:
+            self.documents = _StreamedSheet(self._documents_sheet, columns, self.bold)
+        if items and self.items is None:
+            self.items = _StreamedSheet(self._items_sheet, _item_columns(items), self.bold)
+        if not all(self.documents.fits(r) for r in documents) or (items and not all(self.items.fits(r) for r in items)):  # type: ignore[union-attr]
+            self.abandon()
+            return False
+        for row in documents:
+            self.documents.append(row)
+            if row["status"] != "succeeded":
+                self.errors.append(row)
+        for row in items:
+            self.items.append(row)  # type: ignore[union-attr]
+        return True
+
+    def finish(self) -> None:
+        if self.documents is None:
+            self.documents = _StreamedSheet(self._documents_sheet, list(DOCUMENT_COLUMNS), self.bold)
+        if self.items is None:
+            self.items = _StreamedSheet(self._items_sheet, ["index", "file", "line"], self.bold)
+        self.workbook.close()
+        self.pending.commit()
+
+    def abandon(self) -> None:
+        if not self.broken:
+            self.broken = True
+            with contextlib.suppress(Exception):
+                self.workbook.close()
+        self.pending.abort()
+
+
+def _item_columns(items: list[dict[str, Any]]) -> list[str]:
+    columns: list[str] = []
+    for row in items:
+        columns.extend(k for k in row if k not in columns)
+    return columns
+
+
+class ExportStream:
+    """The exports of one batch, fed with results in input order while the batch runs.
+
+    documents.jsonl, documents.json and documents.xlsx are written as results arrive (each
+    under a hidden temporary name until `finish`), and the tabular rows are built chunk by
+    chunk; `finish` adds CSV, Parquet and report.json and publishes everything. So the batch's
+    end costs little more than report.json, whatever its size, and no export is ever visible
+    half-written.
+    """
+
+    def __init__(self, destination: LocalFolder, folder: str, formats: list[ExportFormat], declared_fields: list[str] | None = None) -> None:
+        self.destination = destination
+        self.folder = folder
+        self.formats = set(formats)
+        self.columns = list(DOCUMENT_COLUMNS)
+        for name in declared_fields or []:
+            if name not in self.columns:
+                self.columns.append(name)
+        self._seen = set(self.columns)
+        self.frames: list[pd.DataFrame] = []
+        self.items: list[dict[str, Any]] = []
+        self.count = 0
+        self._pending: dict[str, Any] = {}
+        self._jsonl = self._json = None
+        self._xlsx: _StreamedWorkbook | None = None
+        self._unstreamed: list[dict[str, Any]] = []
+        self._unstreamed_items: list[dict[str, Any]] = []
+        if ExportFormat.jsonl in self.formats:
+            self._jsonl = self._open("documents.jsonl")
+        if ExportFormat.json in self.formats:
+            self._json = self._open("documents.json")
+            self._json.write("[")
+        if ExportFormat.xlsx in self.formats:
+            self._xlsx = _StreamedWorkbook(self._claim("documents.xlsx"))
+
+    def _claim(self, name: str) -> Any:
+        pending = self.destination.open_atomic(self.folder, name)
+        self._pending[name] = pending
+        return pending
+
+    def _open(self, name: str) -> Any:
+        return self._claim(name).path.open("w", encoding="utf-8")
+
+    def add(self, results: list[DocumentResult]) -> None:
+        """Take the next results of the batch, in input order."""
+        if not results:
+            return
+        rows = [document_row(r) for r in results]
+        for row in rows:
+            for key in row:
+                if key not in self._seen:
+                    self._seen.add(key)
+                    self.columns.append(key)
+        items = line_item_rows(results)
+        self.frames.append(_typed(pd.DataFrame(rows)))
+        self.items.extend(items)
+        for result in results:
+            if self._jsonl is not None or self._json is not None:
+                text = result.model_dump_json()
+                if self._jsonl is not None:
+                    self._jsonl.write(text + "\n")
+                if self._json is not None:
+                    self._json.write(("\n" if self.count == 0 else ",\n") + text)
+            self.count += 1
+        if self._xlsx is not None and not self._xlsx.broken:
+            self._unstreamed.extend(rows)
+            self._unstreamed_items.extend(items)
+            # Wait for a succeeded document before freezing the header: failures carry no fields.
+            if any(r["status"] == "succeeded" for r in self._unstreamed) or self._unstreamed_items:
+                if self._xlsx.add(self._unstreamed, self._unstreamed_items, self.columns):
+                    self._unstreamed, self._unstreamed_items = [], []
+
+    def documents(self) -> pd.DataFrame:
+        if not self.frames:
+            return pd.DataFrame(columns=self.columns)
+        frame = pd.concat(self.frames, ignore_index=True) if len(self.frames) > 1 else self.frames[0]
+        return _typed(frame.reindex(columns=self.columns))
+
+    def finish(self, report: BatchReport) -> dict[str, str]:
+        """Write what is left, publish every file (report.json last) and say where each is."""
+        destination, folder = self.destination, self.folder
+        written: dict[str, str] = {}
+        try:
+            documents = self.documents()
+            line_items = pd.DataFrame(self.items)
+            if ExportFormat.csv in self.formats:
+                with destination.atomic_path(folder, "documents.csv") as path:
+                    documents.to_csv(path, index=False)
+                written["documents.csv"] = destination.location(folder, "documents.csv")
+                if not line_items.empty:
+                    with destination.atomic_path(folder, "line_items.csv") as path:
+                        line_items.to_csv(path, index=False)
+                    written["line_items.csv"] = destination.location(folder, "line_items.csv")
+            if self._jsonl is not None:
+                self._jsonl.close()
+                self._pending["documents.jsonl"].commit()
+                written["documents.jsonl"] = destination.location(folder, "documents.jsonl")
+            if self._json is not None:
+                self._json.write("\n]\n" if self.count else "]\n")
+                self._json.close()
+                self._pending["documents.json"].commit()
+                written["documents.json"] = destination.location(folder, "documents.json")
+            if self._xlsx is not None:
+                if not self._xlsx.broken and self._xlsx.add(self._unstreamed, self._unstreamed_items, self.columns):
+                    self._xlsx.finish()
+                else:
+                    errors = documents[documents["status"] != "succeeded"][ERROR_COLUMNS]
+                    with destination.atomic_path(folder, "documents.xlsx") as path:
+                        write_xlsx(path, {
+                            "documents": documents,
+                            "line_items": line_items if not line_items.empty else pd.DataFrame(columns=["index", "file", "line"]),
+                            "errors": errors,
+                        })
+                written["documents.xlsx"] = destination.location(folder, "documents.xlsx")
+            if ExportFormat.parquet in self.formats:
+                with destination.atomic_path(folder, "documents.parquet") as path:
+                    _uniform(documents).to_parquet(path, index=False, engine="pyarrow")
+                written["documents.parquet"] = destination.location(folder, "documents.parquet")
+
+            written["report.json"] = destination.location(folder, "report.json")
+            final = report.model_copy(update={"exports": written, "output_dir": destination.location(folder)})
+            with destination.atomic_path(folder, "report.json") as path:
+                write_report(path, final)
+        finally:
+            self.close()
+        return written
+
+    def close(self) -> None:
+        """Drop whatever was not published (a crash or an error leaves no final-named file)."""
+        for handle in (self._jsonl, self._json):
+            if handle is not None and not handle.closed:
+                handle.close()
+        if self._xlsx is not None and not self._xlsx.pending.committed:
+            self._xlsx.abandon()
+        for pending in self._pending.values():
+            pending.abort()
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    for column in ("index", "pages", "size", "attempts"):
+        if column in frame.columns:
+            frame[column] = frame[column].astype("Int64")  # no "1.0" pages where a value is missing
+    return frame
+
+
+def write_report(path: Path, report: BatchReport) -> None:
+    """report.json with one result per line, streamed: never the whole batch as one string."""
+    head = json.loads(report.model_dump_json(exclude={"results"}))
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write("{\n")
+        for key, value in head.items():
+            handle.write(f"  {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)},\n")
+        handle.write('  "results": [')
+        for number, result in enumerate(report.results):
+            handle.write(("\n    " if number == 0 else ",\n    ") + result.model_dump_json())
+        handle.write("\n  ]\n}\n" if report.results else "]\n}\n")
+
+
 def write_exports(report: BatchReport, destination: LocalFolder, folder: str, formats: list[ExportFormat]) -> dict[str, str]:
-    """Write the selected formats into `folder`, report.json last, each file atomically.
+    """Write the selected formats into `folder` in one go, report.json last, each file atomically.
 
     report.json is always written: it is the batch's record (what retry and listing read), and
     its presence marks a batch folder whose exports are complete.
     """
-    results = report.results
-    written: dict[str, str] = {}
-    documents = documents_frame(results)
-    line_items = pd.DataFrame(line_item_rows(results))
-    wanted = set(formats)
-
-    if ExportFormat.csv in wanted:
-        with destination.atomic_path(folder, "documents.csv") as path:
-            documents.to_csv(path, index=False)
-        written["documents.csv"] = destination.location(folder, "documents.csv")
-        if not line_items.empty:
-            with destination.atomic_path(folder, "line_items.csv") as path:
-                line_items.to_csv(path, index=False)
-            written["line_items.csv"] = destination.location(folder, "line_items.csv")
-    if ExportFormat.jsonl in wanted:
-        with destination.atomic_path(folder, "documents.jsonl") as path, path.open("w", encoding="utf-8") as handle:
-            for result in results:
-                handle.write(result.model_dump_json() + "\n")
-        written["documents.jsonl"] = destination.location(folder, "documents.jsonl")
-    if ExportFormat.json in wanted:
-        with destination.atomic_path(folder, "documents.json") as path, path.open("w", encoding="utf-8") as handle:
-            handle.write("[")
-            for number, result in enumerate(results):  # streamed: never the whole array in memory
-                handle.write(("\n" if number == 0 else ",\n") + result.model_dump_json())
-            handle.write("\n]\n")
-        written["documents.json"] = destination.location(folder, "documents.json")
-    if ExportFormat.xlsx in wanted:
-        errors = documents[documents["status"] != "succeeded"][ERROR_COLUMNS] if len(documents) else documents[ERROR_COLUMNS]
-        with destination.atomic_path(folder, "documents.xlsx") as path:
-            write_xlsx(
-                path,
-                {
-                    "documents": documents,
-                    "line_items": line_items if not line_items.empty else pd.DataFrame(columns=["index", "file", "line"]),
-                    "errors": errors,
-                },
-            )
-        written["documents.xlsx"] = destination.location(folder, "documents.xlsx")
-    if ExportFormat.parquet in wanted:
-        with destination.atomic_path(folder, "documents.parquet") as path:
-            _uniform(documents).to_parquet(path, index=False, engine="pyarrow")
-        written["documents.parquet"] = destination.location(folder, "documents.parquet")
-
-    written["report.json"] = destination.location(folder, "report.json")
-    final = report.model_copy(update={"exports": written, "output_dir": destination.location(folder)})
-    with destination.atomic_path(folder, "report.json") as path:
-        path.write_text(final.model_dump_json(indent=2), encoding="utf-8")
-    return written
+    stream = ExportStream(destination, folder, formats)
+    try:
+        stream.add(report.results)
+    except BaseException:
+        stream.close()
+        raise
+    return stream.finish(report)

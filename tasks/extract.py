@@ -147,7 +147,7 @@ def extract_documents(
         if transient and not final_attempt:
             logger.warning("%s: %s (%s, will retry)", ref.name, result.error, result.error_kind.value if result.error_kind else "")
             continue
-        runtime.document_finished()
+        runtime.document_finished(result)
         if result.status == "failed":
             logger.warning("%s: failed, %s: %s", ref.name, result.error_kind.value if result.error_kind else "error", result.error)
         elif options.log_each_document:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from blocks.models import DocumentResult
+from tasks.journal import BatchJournal
 
 PROGRESS_EVERY_S = 1.0
 
@@ -34,6 +35,7 @@ class BatchRuntime:
     peak_in_flight: int = 0
     finished: int = 0
     kept: dict[str, dict[int, DocumentResult]] = field(default_factory=dict)
+    journal: BatchJournal | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -52,8 +54,10 @@ class BatchRuntime:
                 with self._lock:
                     self.in_flight -= 1
 
-    def document_finished(self) -> None:
-        """Count one document; the batch's progress thread publishes the count."""
+    def document_finished(self, result: DocumentResult) -> None:
+        """Checkpoint one final result and count it; the batch's progress thread publishes the count."""
+        if self.journal is not None:
+            self.journal.record(result)
         with self._lock:
             self.finished += 1
 
@@ -99,7 +103,15 @@ def runtime_for(batch_id: str, max_concurrency: int) -> BatchRuntime:
 
 
 @contextlib.contextmanager
-def batch_runtime(batch_id: str, max_concurrency: int, total: int, progress_artifact_id: UUID | None) -> Iterator[BatchRuntime]:
+def batch_runtime(
+    batch_id: str,
+    max_concurrency: int,
+    total: int,
+    progress_artifact_id: UUID | None,
+    *,
+    finished: int = 0,
+    journal: BatchJournal | None = None,
+) -> Iterator[BatchRuntime]:
     """The batch's runtime, with a thread that refreshes the progress artifact once a second.
 
     Publishing from that thread rather than from the extraction threads keeps a blocking API
@@ -107,7 +119,9 @@ def batch_runtime(batch_id: str, max_concurrency: int, total: int, progress_arti
     """
     runtime = runtime_for(batch_id, max_concurrency)
     runtime.total = total
+    runtime.finished = finished  # documents taken from a checkpoint count as finished
     runtime.progress_artifact_id = progress_artifact_id
+    runtime.journal = journal
     stop = threading.Event()
     publisher = threading.Thread(
         target=contextvars.copy_context().run,  # the Prefect client settings of the flow run

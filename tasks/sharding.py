@@ -31,3 +31,8 @@ def plan_shards(total: int, max_concurrency: int, *, per_document_limit: int = P
         shards.append((start, start + size))
         start += size
     return shards
+
+
+# Task runs that may be Running beside the max_concurrency ones in a sharded batch: they wait
+# for a slot with their engine start-up already done, so no slot idles between two shards.
+SPARE_SHARD_THREADS = 2

@@ -1,0 +1,150 @@
+"""The batch's checkpoint: an append-only journal of finished documents, for `resume`.
+
+Why a journal and not Prefect's persisted task results: a task run here is a shard of up to
+250 documents, and a result is only persisted when the whole shard ends, so a crash would lose
+every finished document of the shards in flight; the shard plan also depends on
+`max_concurrency`, so a re-run with another value would match no cached shard. The journal
+records each document the moment it is final, whatever the shard, and a re-run matches
+documents by name and fingerprint.
+
+Each line is flushed as written, so a killed process (even `kill -9`) loses nothing the
+journal had been given; the operating system writes it to disk (a power cut may lose the last
+seconds, which the re-run then extracts again). A torn last line is ignored on reading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from blocks.local import LocalFolder
+from blocks.models import DocumentRef, DocumentResult
+
+JOURNAL_NAME = "journal.jsonl"
+JOURNAL_FORMAT = "docbatch-journal"
+JOURNAL_VERSION = 1
+REPORT_NAME = "report.json"
+
+log = logging.getLogger("docbatch.journal")
+
+
+class JournalHeader(BaseModel):
+    """First line of a journal: which batch it belongs to."""
+
+    format: str = JOURNAL_FORMAT
+    version: int = JOURNAL_VERSION
+    batch_key: str
+    batch_name: str
+    source: str
+
+
+def batch_key(**settings: Any) -> str:
+    """A stable hash of everything that decides a document's result (source, filters, extractor
+    settings): a journal is only resumed by a batch with the same key. Secret fields are never
+    part of it (pydantic dumps them masked)."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass
+class BatchJournal:
+    """An open journal; `record` is called from the extraction threads."""
+
+    path: Path
+    _handle: Any = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def open(cls, destination: LocalFolder, folder: str, header: JournalHeader) -> BatchJournal:
+        path = destination.journal_path(folder, JOURNAL_NAME)
+        fresh = not path.exists() or path.stat().st_size == 0
+        handle = path.open("a", encoding="utf-8")
+        if fresh:
+            handle.write(header.model_dump_json() + "\n")
+            handle.flush()
+        return cls(path=path, _handle=handle)
+
+    def record(self, result: DocumentResult) -> None:
+        line = result.model_dump_json() + "\n"
+        with self._lock:
+            if self._handle is not None:
+                self._handle.write(line)
+                self._handle.flush()  # in the OS's hands now: survives the process being killed
+
+    def close(self) -> None:
+        with self._lock:
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
+
+    def discard(self) -> None:
+        """The batch's exports are complete: the checkpoint has served its purpose."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+@dataclass
+class Resumable:
+    """An unfinished batch found at the destination, with the results its journal holds."""
+
+    folder: str
+    results: dict[tuple[str, str], DocumentResult]
+    torn_lines: int = 0
+
+    def take(self, refs: list[DocumentRef]) -> dict[int, DocumentResult]:
+        """Recorded results of the listed documents, by their index in this listing.
+
+        A document matches by name and fingerprint (size and mtime, or the ETag): one that
+        changed since it was recorded is extracted again.
+        """
+        taken: dict[int, DocumentResult] = {}
+        for ref in refs:
+            recorded = self.results.get((ref.name, ref.fingerprint))
+            if recorded is not None:
+                taken[ref.index] = recorded.model_copy(update={"ref": ref})
+        return taken
+
+
+def read_journal(path: Path, key: str) -> Resumable | None:
+    """The journal's results if its header carries `key`; None for another batch's journal."""
+    results: dict[tuple[str, str], DocumentResult] = {}
+    torn = 0
+    with path.open("r", encoding="utf-8", errors="replace") as handle:
+        first = handle.readline()
+        try:
+            header = JournalHeader.model_validate_json(first)
+        except ValidationError:
+            return None
+        if header.format != JOURNAL_FORMAT or header.batch_key != key:
+            return None
+        if header.version > JOURNAL_VERSION:
+            raise ValueError(f"{path} was written by a newer docbatch (journal version {header.version})")
+        for line in handle:
+            try:
+                result = DocumentResult.model_validate_json(line)
+            except ValidationError:
+                torn += 1  # the line being written when the process died
+                continue
+            results[(result.ref.name, result.ref.fingerprint)] = result
+    return Resumable(folder=path.parent.name, results=results, torn_lines=torn)
+
+
+def find_resumable(destination: LocalFolder, key: str) -> Resumable | None:
+    """The newest batch folder with this key's journal and no report.json (so unfinished)."""
+    for folder in reversed(destination.batch_folders()):
+        journal = Path(destination.location(folder, JOURNAL_NAME))
+        if not journal.is_file() or Path(destination.location(folder, REPORT_NAME)).exists():
+            continue
+        found = read_journal(journal, key)
+        if found is not None:
+            for stale in Path(destination.location(folder)).glob(".*.tmp"):
+                stale.unlink(missing_ok=True)  # half-written exports of the interrupted run
+            return found
+    return None

@@ -1,0 +1,44 @@
+"""A test extractor that writes down every document it extracts, across processes.
+
+The crash test kills a `docbatch` process and runs it again; only a file outside the process
+can tell which documents each run really extracted. Each call appends one line with
+`O_APPEND`, which the kernel keeps whole even when a process is killed mid-batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from typing import ClassVar
+
+from pydantic import Field
+
+from blocks.extractor import Extractor
+from blocks.models import Extraction
+
+
+class CountingExtractor(Extractor):
+    """Sleeps, appends the document's name to `calls_file`, returns fields derived from the bytes."""
+
+    _block_type_name: ClassVar[str] = "Test Counting Extractor"
+    _block_type_slug: ClassVar[str] = "test-counting-extractor"
+
+    calls_file: str = Field(description="File that receives one line per extracted document.")
+    latency_ms: float = 0.0
+
+    def extract(self, name: str, data: bytes) -> Extraction:
+        if self.latency_ms:
+            time.sleep(self.latency_ms / 1000)
+        fd = os.open(self.calls_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{os.getpid()} {name}\n".encode())
+        finally:
+            os.close(fd)
+        text = data.decode()
+        return Extraction(
+            fields={"invoice_number": text.split()[1], "digest": hashlib.md5(data).hexdigest()[:8], "total": float(len(data))},
+            text=text,
+            pages=1,
+            media_type="text/plain",
+        )
