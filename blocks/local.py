@@ -209,18 +209,59 @@ class LocalFolder(Block):
         """A file written over time (while a batch runs) and published under its name by `commit()`."""
         return AtomicFile(Path(self.location(*parts)))
 
-    def journal_path(self, *parts: str) -> Path:
-        """Where an append-only checkpoint journal lives (a local file, appended line by line)."""
-        path = Path(self.location(*parts))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
+    def exists(self, *parts: str) -> bool:
+        return Path(self.location(*parts)).exists()
 
     def batch_folders(self) -> list[str]:
-        """Names of the batch folders under this destination, newest name last."""
+        """Names of the batch folders under this destination, oldest name first."""
         root = Path(self.location())
         if not root.is_dir():
             return []
         return sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
+
+    def open_journal(self, *parts: str) -> LocalJournalFile:
+        """An append-only file of lines (the batch's checkpoint), flushed line by line."""
+        return LocalJournalFile(Path(self.location(*parts)))
+
+    def read_lines(self, *parts: str) -> Iterator[str] | None:
+        """The lines of a file under this destination, or None when there is no such file."""
+        path = Path(self.location(*parts))
+        if not path.is_file():
+            return None
+        return _lines(path)
+
+    def remove_temporaries(self, *parts: str) -> None:
+        """Delete the hidden temporaries a killed run left in a folder."""
+        for stale in Path(self.location(*parts)).glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
+def _lines(path: Path) -> Iterator[str]:
+    with path.open("r", encoding="utf-8", errors="replace") as handle:
+        yield from handle
+
+
+class LocalJournalFile:
+    """Append-only lines; each `append` is handed to the OS at once, so it survives `kill -9`."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.fresh = not path.exists() or path.stat().st_size == 0
+        self._handle = path.open("a", encoding="utf-8")
+
+    def append(self, line: str) -> None:
+        self._handle.write(line)
+        self._handle.flush()
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+
+    def delete(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
 
 
 class AtomicFile:

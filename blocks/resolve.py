@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from prefect.blocks.core import Block
 
@@ -26,6 +27,31 @@ class Source(Protocol):
     def iter_documents(self) -> Iterator[DocumentRef]: ...
 
     def read(self, ref: DocumentRef, max_bytes: int) -> tuple[bytes, list[str]]: ...
+
+
+@runtime_checkable
+class Destination(Protocol):
+    """Where a batch's exports and checkpoint go: a local folder now, an S3 prefix next.
+
+    Files are written locally under a temporary name (`open_atomic(...).path`) and published
+    whole by `commit()`; the checkpoint journal is append-only lines.
+    """
+
+    def location(self, *parts: str) -> str: ...
+
+    def open_atomic(self, *parts: str) -> Any: ...
+
+    def atomic_path(self, *parts: str) -> contextlib.AbstractContextManager[Path]: ...
+
+    def exists(self, *parts: str) -> bool: ...
+
+    def batch_folders(self) -> list[str]: ...
+
+    def open_journal(self, *parts: str) -> Any: ...
+
+    def read_lines(self, *parts: str) -> Iterator[str] | None: ...
+
+    def remove_temporaries(self, *parts: str) -> None: ...
 
 
 def _looks_like_block_name(spec: str) -> bool:

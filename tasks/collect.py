@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
 
-from blocks.local import LocalFolder
+from blocks.resolve import Destination
 from blocks.models import BatchReport, BatchStatus, BatchTotals, DocumentResult
 from tasks.artifacts import publish_summary, publish_table
 from tasks.exports import ExportStream
@@ -53,7 +53,7 @@ def collect_results(
     extractor: str,
     started: datetime,
     flow_run_id: str | None,
-    destination: LocalFolder,
+    destination: Destination,
     folder: str,
     exports: ExportStream,
     resumed: int = 0,

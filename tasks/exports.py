@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from blocks.local import LocalFolder
+from blocks.resolve import Destination
 from blocks.models import BatchReport, DocumentResult, ExportFormat
 
 LINE_ITEM_KEYS = ("line_items", "lines")
@@ -241,7 +241,7 @@ class ExportStream:
     half-written.
     """
 
-    def __init__(self, destination: LocalFolder, folder: str, formats: list[ExportFormat], declared_fields: list[str] | None = None) -> None:
+    def __init__(self, destination: Destination, folder: str, formats: list[ExportFormat], declared_fields: list[str] | None = None) -> None:
         self.destination = destination
         self.folder = folder
         self.formats = set(formats)
@@ -389,7 +389,7 @@ def write_report(path: Path, report: BatchReport) -> None:
         handle.write("\n  ]\n}\n" if report.results else "]\n}\n")
 
 
-def write_exports(report: BatchReport, destination: LocalFolder, folder: str, formats: list[ExportFormat]) -> dict[str, str]:
+def write_exports(report: BatchReport, destination: Destination, folder: str, formats: list[ExportFormat]) -> dict[str, str]:
     """Write the selected formats into `folder` in one go, report.json last, each file atomically.
 
     report.json is always written: it is the batch's record (what retry and listing read), and

@@ -18,13 +18,13 @@ import hashlib
 import json
 import logging
 import threading
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from blocks.local import LocalFolder
+from blocks.resolve import Destination
 from blocks.models import DocumentRef, DocumentResult
 
 JOURNAL_NAME = "journal.jsonl"
@@ -53,41 +53,37 @@ def batch_key(**settings: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-@dataclass
 class BatchJournal:
     """An open journal; `record` is called from the extraction threads."""
 
-    path: Path
-    _handle: Any = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(self, file: Any) -> None:
+        self._file = file
+        self._lock = threading.Lock()
+        self._open = True
 
     @classmethod
-    def open(cls, destination: LocalFolder, folder: str, header: JournalHeader) -> BatchJournal:
-        path = destination.journal_path(folder, JOURNAL_NAME)
-        fresh = not path.exists() or path.stat().st_size == 0
-        handle = path.open("a", encoding="utf-8")
-        if fresh:
-            handle.write(header.model_dump_json() + "\n")
-            handle.flush()
-        return cls(path=path, _handle=handle)
+    def open(cls, destination: Destination, folder: str, header: JournalHeader) -> BatchJournal:
+        file = destination.open_journal(folder, JOURNAL_NAME)
+        if file.fresh:
+            file.append(header.model_dump_json() + "\n")
+        return cls(file)
 
     def record(self, result: DocumentResult) -> None:
         line = result.model_dump_json() + "\n"
         with self._lock:
-            if self._handle is not None:
-                self._handle.write(line)
-                self._handle.flush()  # in the OS's hands now: survives the process being killed
+            if self._open:
+                self._file.append(line)  # in the OS's hands now: survives the process being killed
 
     def close(self) -> None:
         with self._lock:
-            if self._handle is not None:
-                self._handle.close()
-                self._handle = None
+            if self._open:
+                self._open = False
+                self._file.close()
 
     def discard(self) -> None:
         """The batch's exports are complete: the checkpoint has served its purpose."""
         self.close()
-        self.path.unlink(missing_ok=True)
+        self._file.delete()
 
 
 @dataclass
@@ -112,39 +108,38 @@ class Resumable:
         return taken
 
 
-def read_journal(path: Path, key: str) -> Resumable | None:
+def read_journal(lines: Iterator[str], folder: str, key: str, where: str) -> Resumable | None:
     """The journal's results if its header carries `key`; None for another batch's journal."""
     results: dict[tuple[str, str], DocumentResult] = {}
     torn = 0
-    with path.open("r", encoding="utf-8", errors="replace") as handle:
-        first = handle.readline()
+    try:
+        header = JournalHeader.model_validate_json(next(lines, ""))
+    except ValidationError:
+        return None
+    if header.format != JOURNAL_FORMAT or header.batch_key != key:
+        return None
+    if header.version > JOURNAL_VERSION:
+        raise ValueError(f"{where} was written by a newer docbatch (journal version {header.version})")
+    for line in lines:
         try:
-            header = JournalHeader.model_validate_json(first)
+            result = DocumentResult.model_validate_json(line)
         except ValidationError:
-            return None
-        if header.format != JOURNAL_FORMAT or header.batch_key != key:
-            return None
-        if header.version > JOURNAL_VERSION:
-            raise ValueError(f"{path} was written by a newer docbatch (journal version {header.version})")
-        for line in handle:
-            try:
-                result = DocumentResult.model_validate_json(line)
-            except ValidationError:
-                torn += 1  # the line being written when the process died
-                continue
-            results[(result.ref.name, result.ref.fingerprint)] = result
-    return Resumable(folder=path.parent.name, results=results, torn_lines=torn)
+            torn += 1  # the line being written when the process died
+            continue
+        results[(result.ref.name, result.ref.fingerprint)] = result
+    return Resumable(folder=folder, results=results, torn_lines=torn)
 
 
-def find_resumable(destination: LocalFolder, key: str) -> Resumable | None:
+def find_resumable(destination: Destination, key: str) -> Resumable | None:
     """The newest batch folder with this key's journal and no report.json (so unfinished)."""
     for folder in reversed(destination.batch_folders()):
-        journal = Path(destination.location(folder, JOURNAL_NAME))
-        if not journal.is_file() or Path(destination.location(folder, REPORT_NAME)).exists():
+        if destination.exists(folder, REPORT_NAME):
             continue
-        found = read_journal(journal, key)
+        lines = destination.read_lines(folder, JOURNAL_NAME)
+        if lines is None:
+            continue
+        found = read_journal(iter(lines), folder, key, destination.location(folder, JOURNAL_NAME))
         if found is not None:
-            for stale in Path(destination.location(folder)).glob(".*.tmp"):
-                stale.unlink(missing_ok=True)  # half-written exports of the interrupted run
+            destination.remove_temporaries(folder)  # half-written exports of the interrupted run
             return found
     return None
