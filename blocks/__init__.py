@@ -1,8 +1,43 @@
 """docbatch blocks: sources, extractors and destinations, registered with
-`prefect block register -m blocks`. Blocks import nothing from `tasks` or `flows`."""
+`prefect block register -m blocks`. Blocks import nothing from `tasks` or `flows`.
 
-from blocks.embedded import EmbeddedExtractor
-from blocks.extractor import Extractor
-from blocks.local import LocalDirectory, LocalFolder
+The block classes are imported on first access, not with the package: the processes that parse
+documents (`blocks.isolation`) import `blocks.readers` and must not pay for importing Prefect.
+"""
 
-__all__ = ["EmbeddedExtractor", "Extractor", "LocalDirectory", "LocalFolder"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from blocks.aws import AwsCredentials
+    from blocks.s3 import S3Destination, S3Source
+    from blocks.embedded import EmbeddedExtractor
+    from blocks.extractor import Extractor
+    from blocks.local import LocalDirectory, LocalFolder
+
+_LAZY = {
+    "AwsCredentials": "blocks.aws",
+    "S3Destination": "blocks.s3",
+    "S3Source": "blocks.s3",
+    "EmbeddedExtractor": "blocks.embedded",
+    "Extractor": "blocks.extractor",
+    "LocalDirectory": "blocks.local",
+    "LocalFolder": "blocks.local",
+}
+
+__all__ = ["AwsCredentials", "S3Destination", "S3Source", "EmbeddedExtractor", "Extractor", "LocalDirectory", "LocalFolder"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'blocks' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    # `prefect block register -m blocks` finds the blocks through dir() and getattr().
+    return sorted({*globals(), *__all__})

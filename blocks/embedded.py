@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import Field, SecretStr
 
-from blocks import readers, sniff
-from blocks.errors import DocumentError
 from blocks.extractor import Extractor
-from blocks.fields import basic_fields
-from blocks.models import ErrorKind, Extraction
-
-_TEXT_KINDS = {sniff.TEXT, sniff.MARKDOWN, sniff.CSV, sniff.HTML, sniff.XML}
+from blocks.isolation import get_pool
+from blocks.models import Extraction
+from blocks.parsing import ParseSettings, parse_document
 
 
 class EmbeddedExtractor(Extractor):
@@ -48,55 +45,48 @@ class EmbeddedExtractor(Extractor):
         default_factory=list,
         description="Candidate passwords tried, in order, on encrypted PDFs. Never logged or exported.",
     )
+    isolate: bool = Field(
+        default=True,
+        description=(
+            "Parse each document in a separate worker process that is killed on the time and memory "
+            "limits below. Off: parse in the batch process itself (for debugging; no limit then applies)."
+        ),
+    )
+    timeout_s: float = Field(
+        default=60.0, gt=0, le=3600,
+        description="A document whose parsing takes longer than this many seconds is stopped and fails as timeout.",
+    )
+    max_memory_mb: int = Field(
+        default=256, ge=128,
+        description=(
+            "Address space, in MB, each parsing worker may use; about 75 MB of it is the worker itself. "
+            "A document that needs more is stopped and fails as too_large. With two workers the default "
+            "keeps a whole batch (Prefect, its temporary server and the workers) under 1 GB."
+        ),
+    )
+    max_workers: int | None = Field(
+        default=None, ge=1, le=64,
+        description="Parsing worker processes at most; empty for one per CPU. Each may use up to max_memory_mb.",
+    )
+    recycle_after: int = Field(
+        default=200, ge=1,
+        description="A parsing worker is replaced by a fresh one after this many documents (frees leaked memory).",
+    )
 
     def extract(self, name: str, data: bytes) -> Extraction:
-        if not data:
-            raise DocumentError(ErrorKind.empty, "the file is empty (0 bytes)")
-        media_type = sniff.sniff_binary(data)
-        warnings: list[str] = []
-        fields: dict[str, Any]
-        if media_type == sniff.PDF:
-            text, pages, fields = readers.read_pdf(
-                data, max_pages=self.max_pages, passwords=[p.get_secret_value() for p in self.passwords]
-            )
-        elif media_type == sniff.DOCX:
-            text, pages, fields = readers.read_docx(data)
-        elif media_type in (sniff.XLSX, sniff.XLSM):
-            text, pages, fields = readers.read_xlsx(data, max_cells=self.max_cells)
-        elif media_type == sniff.OLE_ENCRYPTED_OOXML:
-            raise DocumentError(ErrorKind.encrypted, "a password-protected Office document; remove the password and retry")
-        elif media_type is not None and media_type.startswith("image/"):
-            raise DocumentError(ErrorKind.no_text, f"an image ({media_type}) holds no text layer: use an OCR extractor")
-        elif media_type is not None:
-            raise DocumentError(ErrorKind.unsupported, f"{_describe(media_type)} is not a format the embedded extractor reads")
-        else:
-            decoded, encoding = readers.decode_text(data)
-            media_type = sniff.sniff_text(decoded, name)
-            if encoding not in ("utf-8", "utf-8-sig", "ascii"):
-                warnings.append(f"decoded as {encoding}")
-            if media_type == sniff.HTML:
-                text, pages, fields = readers.read_html(decoded)
-            elif media_type == sniff.XML:
-                text, pages, fields = readers.read_xml(decoded)
-            elif media_type == sniff.CSV:
-                text, pages, fields = readers.read_csv_text(decoded)
-            else:
-                text, pages, fields = decoded, None, {}
-        if media_type not in _TEXT_KINDS and not text.strip() and media_type != sniff.PDF:
-            warnings.append("the document holds no text")
-        if self.extract_fields:
-            fields = {**basic_fields(text), **fields}
-        return Extraction(fields=fields, text=text, pages=pages, media_type=media_type, warnings=warnings)
-
-
-def _describe(media_type: str) -> str:
-    names = {
-        sniff.ZIP: "a ZIP archive",
-        sniff.OLE: "a legacy Office file (.doc/.xls/.ppt)",
-        sniff.PPTX: "a PowerPoint presentation",
-        "application/gzip": "a gzip archive",
-        "application/x-7z-compressed": "a 7-Zip archive",
-        "application/vnd.rar": "a RAR archive",
-        "application/rtf": "an RTF document",
-    }
-    return names.get(media_type, f"a {media_type} file")
+        # The parse itself is `blocks.parsing.parse_document`; here it only gets a process to run in.
+        settings: ParseSettings = {
+            "max_pages": self.max_pages,
+            "max_cells": self.max_cells,
+            "extract_fields": self.extract_fields,
+            "passwords": [p.get_secret_value() for p in self.passwords],
+        }
+        if not self.isolate:
+            return parse_document(name, data, settings)
+        pool = get_pool(
+            max_workers=self.max_workers,
+            timeout_s=self.timeout_s,
+            max_memory_mb=self.max_memory_mb,
+            recycle_after=self.recycle_after,
+        )
+        return pool.run(parse_document, name, data, settings)

@@ -12,8 +12,9 @@ import io
 import threading
 import warnings
 import zipfile
-from typing import Any
+from typing import Any, NoReturn
 
+from blocks import sniff
 from blocks.errors import DocumentError
 from blocks.models import ErrorKind
 
@@ -24,57 +25,201 @@ PDFIUM_LOCK = threading.Lock()
 ReaderOutput = tuple[str, int | None, dict[str, Any]]
 
 
+# Reader warnings ride in the fields dict under this key until the extractor moves them to the
+# result's warnings (`pop_warnings`); they are never exported as a field.
+WARNINGS_KEY = "_warnings"
+
+
+def pop_warnings(fields: dict[str, Any]) -> list[str]:
+    """Remove and return the warnings a reader left in its fields."""
+    return list(fields.pop(WARNINGS_KEY, None) or [])
+
+
+# Characters whose Unicode mapping is checked per page: an even sample, not every character
+# (a per-character PDFium call costs about 1.3 µs, more than extracting the text itself).
+_MAPPING_SAMPLE = 64
+# Share of sampled characters without a Unicode mapping above which a PDF's text is garbage.
+_UNMAPPED_NO_TEXT = 0.9
+
+
 def read_pdf(data: bytes, *, max_pages: int, passwords: list[str] | None = None) -> ReaderOutput:
+    """Text layer of every page, joined by form feeds; never renders a page.
+
+    A PDF whose pages all yield no text fails with `no_text`, saying whether its pages hold
+    images (a scan), only drawings (text as curves) or nothing; one whose characters (nearly) all
+    lack a Unicode mapping, as PDFium reports it, fails the same way: its text would be garbage.
+    Candidate passwords never appear in a message.
+    """
     import pypdfium2 as pdfium
 
+    warnings_: list[str] = []
     with PDFIUM_LOCK:
-        pdf = None
-        last_error: Exception | None = None
-        for password in [None, *(passwords or [])]:
-            try:
-                pdf = pdfium.PdfDocument(data, password=password)
-                break
-            except pdfium.PdfiumError as exc:
-                last_error = exc
-                if "password" not in str(exc).lower():
-                    break
-        if pdf is None:
-            message = str(last_error or "")
-            if "password" in message.lower():
-                raise DocumentError(ErrorKind.encrypted, "the PDF is password protected and no known password opens it")
-            raise DocumentError(ErrorKind.corrupt, f"not a readable PDF ({_pdfium_reason(message)})")
+        pdf = _open_pdf(pdfium, data, passwords or [])
         try:
             pages = len(pdf)
             if pages > max_pages:
                 raise DocumentError(ErrorKind.too_large, f"the PDF has {pages} pages, over the limit of {max_pages}")
             texts: list[str] = []
+            unreadable = 0
+            sampled = unmapped = 0
+            content: set[str] = set()
             for number in range(pages):
-                page = pdf[number]
+                try:
+                    page = pdf[number]
+                except pdfium.PdfiumError:
+                    unreadable += 1
+                    continue
                 try:
                     textpage = page.get_textpage()
                     try:
-                        texts.append(textpage.get_text_bounded())
+                        text = textpage.get_text_bounded()
+                        if text.strip():
+                            page_sampled, page_unmapped = _sample_unmapped(textpage)
+                            sampled += page_sampled
+                            unmapped += page_unmapped
+                        else:
+                            content |= _page_content(page)
+                        texts.append(text)
                     finally:
                         textpage.close()
+                except pdfium.PdfiumError:
+                    unreadable += 1
                 finally:
                     page.close()
-        except pdfium.PdfiumError as exc:
-            raise DocumentError(ErrorKind.corrupt, f"PDF page could not be read ({_pdfium_reason(str(exc))})") from None
         finally:
             pdf.close()
+    if unreadable == pages:
+        raise DocumentError(ErrorKind.corrupt, f"none of the PDF's {pages} page(s) could be read")
+    if unreadable:
+        warnings_.append(f"{unreadable} of {pages} page(s) could not be read and were skipped")
     text = "\n\f".join(t.replace("\r\n", "\n").replace("\r", "\n") for t in texts)
     if not text.strip():
+        raise DocumentError(ErrorKind.no_text, _no_text_reason(pages, content))
+    if sampled and unmapped >= _UNMAPPED_NO_TEXT * sampled:
         raise DocumentError(
             ErrorKind.no_text,
-            f"the PDF has {pages} page(s) but no text layer; it is probably scanned: use an OCR extractor",
+            "the PDF's text uses fonts without a Unicode mapping, so it extracts as meaningless characters: "
+            "use an OCR extractor",
         )
-    return text, pages, {}
+    if unmapped:
+        warnings_.append(
+            f"about {max(1, round(100 * unmapped / sampled))} % of the characters have no Unicode mapping and may be garbled"
+        )
+    elif _no_letters(text):
+        warnings_.append("the text holds no letters, only digits and symbols: a font may lack a Unicode mapping")
+    fields: dict[str, Any] = {WARNINGS_KEY: warnings_} if warnings_ else {}
+    return text, pages, fields
+
+
+def _open_pdf(pdfium: Any, data: bytes, passwords: list[str]) -> Any:
+    """The opened document: first without a password, then with each candidate in turn."""
+    from pypdfium2 import raw
+
+    error: Exception | None = None
+    for password in [None, *passwords]:
+        try:
+            return pdfium.PdfDocument(data, password=password)
+        except pdfium.PdfiumError as exc:
+            error = exc
+            if getattr(exc, "err_code", None) != raw.FPDF_ERR_PASSWORD:
+                break
+    code = getattr(error, "err_code", None)
+    if code == raw.FPDF_ERR_PASSWORD:
+        if passwords:
+            raise DocumentError(
+                ErrorKind.encrypted, f"the PDF is password protected and none of the {len(passwords)} configured password(s) opens it"
+            )
+        raise DocumentError(
+            ErrorKind.encrypted, "the PDF is password protected and no password is configured: add it to the extractor's passwords"
+        )
+    if code == raw.FPDF_ERR_SECURITY:
+        raise DocumentError(ErrorKind.encrypted, "the PDF is encrypted with a security scheme PDFium does not support")
+    if code == raw.FPDF_ERR_FORMAT:
+        if b"%%EOF" not in data[-2048:]:
+            raise DocumentError(ErrorKind.corrupt, "not a readable PDF: the file is truncated (no end-of-file marker) and could not be repaired")
+        raise DocumentError(ErrorKind.corrupt, "not a readable PDF: its structure is damaged and could not be repaired")
+    if code in (raw.FPDF_ERR_SUCCESS, raw.FPDF_ERR_PAGE):
+        raise DocumentError(ErrorKind.corrupt, "not a readable PDF: it has no pages PDFium could find")
+    raise DocumentError(ErrorKind.corrupt, f"not a readable PDF ({_pdfium_reason(str(error or ''))})")
+
+
+def _sample_unmapped(textpage: Any) -> tuple[int, int]:
+    """(characters sampled, of which without a Unicode mapping) on one text page."""
+    from pypdfium2 import raw
+
+    count = raw.FPDFText_CountChars(textpage.raw)
+    if count <= 0:
+        return 0, 0
+    step = max(1, count // _MAPPING_SAMPLE)
+    sampled = unmapped = 0
+    for index in range(0, count, step):
+        if raw.FPDFText_IsGenerated(textpage.raw, index) == 1:
+            continue  # line breaks and spaces PDFium inserted itself
+        sampled += 1
+        unmapped += raw.FPDFText_HasUnicodeMapError(textpage.raw, index) == 1
+    return sampled, unmapped
+
+
+def _page_content(page: Any) -> set[str]:
+    """What a page without text draws: 'image', 'drawing', or nothing; no object is decoded."""
+    from pypdfium2 import raw
+
+    found: set[str] = set()
+    for number, obj in enumerate(page.get_objects(max_depth=4)):
+        if obj.type == raw.FPDF_PAGEOBJ_IMAGE:
+            return {"image"}
+        if obj.type in (raw.FPDF_PAGEOBJ_PATH, raw.FPDF_PAGEOBJ_SHADING):
+            found.add("drawing")
+        if number >= 10_000:
+            break
+    return found
+
+
+def _no_text_reason(pages: int, content: set[str]) -> str:
+    if "image" in content:
+        return f"the PDF has {pages} page(s) but no text layer, only images: it is probably scanned; use an OCR extractor"
+    if "drawing" in content:
+        return (
+            f"the PDF has {pages} page(s) with drawings but no text layer: text drawn as curves needs an OCR extractor"
+        )
+    return f"the PDF has {pages} blank page(s): no text layer, no images, nothing for OCR to read either"
+
+
+def _no_letters(text: str) -> bool:
+    """True for text with no letter in any script and more symbols than digits ('"7+%-')."""
+    digits = symbols = 0
+    for char in text:
+        if char.isalpha():
+            return False
+        if char.isdigit():
+            digits += 1
+        elif not char.isspace():
+            symbols += 1
+    return symbols > digits
 
 
 def _pdfium_reason(message: str) -> str:
     if "(" in message and message.endswith(")"):
         return message[message.rfind("(") + 1 : -1].replace("PDFium: ", "")
     return message or "unknown PDFium error"
+
+
+def refuse_archive(data: bytes, media_type: str) -> NoReturn:
+    """Fail an archive as `unsupported`, naming a few of its members when it is a ZIP; never extracts them."""
+    what = sniff.ARCHIVES.get(media_type, "an archive")
+    members: list[str] = []
+    if media_type == sniff.ZIP:
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                members = [info.filename for info in archive.infolist() if not info.is_dir()]
+        except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, EOFError):
+            members = []
+        what += " (not an Office document)"
+    if members:
+        names = ["".join(c if c.isprintable() else "?" for c in name)[:80] for name in members[:3]]
+        shown = ", ".join(names) + (f" and {len(members) - 3} more" if len(members) > 3 else "")
+        what += f" holding {len(members)} file(s): {shown}"
+    raise DocumentError(ErrorKind.unsupported, f"{what}; archives are not opened: unpack it and add its files to the batch")
 
 
 def read_docx(data: bytes) -> ReaderOutput:

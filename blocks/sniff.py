@@ -26,6 +26,15 @@ MARKDOWN = "text/markdown"
 TEXT = "text/plain"
 BINARY = "application/octet-stream"
 
+# Archives are recognised but never opened: their members are documents of their own, and a
+# batch that unpacked them would hide what it read (and invite zip bombs).
+ARCHIVES = {
+    ZIP: "a ZIP archive",
+    "application/gzip": "a gzip archive",
+    "application/x-7z-compressed": "a 7-Zip archive",
+    "application/vnd.rar": "a RAR archive",
+}
+
 _IMAGE_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
     (b"\xff\xd8\xff", "image/jpeg"),
