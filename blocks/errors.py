@@ -20,7 +20,20 @@ class DocumentError(Exception):
 
 
 class SourceUnavailable(Exception):
-    """The whole source cannot be listed (missing folder, bad credentials): no batch can start."""
+    """The whole source cannot be listed (missing folder, bad credentials): no batch can start.
+
+    ``reason`` (optional, for callers that map causes to exit codes) is set by the S3 source:
+    ``bucket_missing``, ``access_denied``, ``bad_credentials``, ``unreachable`` (endpoint down,
+    or S3 throttling/5xx past retries), ``wrong_region`` or ``unavailable`` (anything else).
+    """
+
+    def __init__(self, message: str = "", *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        # Keeps `reason` through pickling (Prefect stores a refused flow's exception).
+        return type(self), (str(self),), self.__dict__
 
 
 class BatchRefused(ValueError):

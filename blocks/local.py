@@ -212,6 +212,21 @@ class LocalFolder(Block):
     def exists(self, *parts: str) -> bool:
         return Path(self.location(*parts)).exists()
 
+    def check(self) -> None:
+        """Raise `SourceUnavailable` before any work when the folder could not be created or
+        written; creates nothing (a refused batch leaves no trace)."""
+        root = Path(self.location())
+        existing = root
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise SourceUnavailable(f"the output folder {str(root)!r} cannot be created: {str(existing)!r} is a file", reason="destination")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise SourceUnavailable(f"the output folder {str(root)!r} cannot be written: {str(existing)!r} is not writable by this user", reason="destination")
+
+    def link(self, *parts: str) -> str | None:
+        return Path(self.location(*parts)).as_uri()
+
     def batch_folders(self) -> list[str]:
         """Names of the batch folders under this destination, oldest name first."""
         root = Path(self.location())

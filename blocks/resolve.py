@@ -53,6 +53,10 @@ class Destination(Protocol):
 
     def remove_temporaries(self, *parts: str) -> None: ...
 
+    def check(self) -> None: ...
+
+    def link(self, *parts: str) -> str | None: ...
+
 
 def _looks_like_block_name(spec: str) -> bool:
     head, sep, tail = spec.partition("/")
@@ -70,17 +74,35 @@ def load_block(spec: str, expected: type[Block] | tuple[type, ...], what: str) -
     return block
 
 
+def _split_s3(spec: str) -> tuple[str, str]:
+    bucket, _, prefix = spec.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise SourceUnavailable(f"{spec!r} names no bucket: write s3://bucket/prefix")
+    return bucket, prefix
+
+
 def resolve_source(spec: str, *, include: list[str], exclude: list[str], recursive: bool) -> Source:
-    """A local folder path, or a saved source block's name (``local-directory/invoices``)."""
+    """A local folder path, an ``s3://bucket/prefix`` URI, or a saved source block's name
+    (``local-directory/invoices``, ``s3-source/inbox``).
+
+    An `s3://` URI uses boto3's default credential chain (environment, profile, instance role;
+    `AWS_ENDPOINT_URL` for S3-compatible stores); a saved `s3-source` block carries its own.
+    Filters given with the batch replace the saved block's own.
+    """
+    from blocks.s3 import S3Source
+
     spec = spec.strip()
     if not spec:
-        raise SourceUnavailable("no source given: pass a folder path")
+        raise SourceUnavailable("no source given: pass a folder path, an s3:// URI or a saved source block")
+    if spec.startswith("s3://"):
+        bucket, prefix = _split_s3(spec)
+        return S3Source(bucket=bucket, prefix=prefix, include=list(include), exclude=list(exclude), recursive=recursive)
     if "://" in spec and not spec.startswith("file://"):
         scheme = spec.split("://", 1)[0]
-        raise SourceUnavailable(f"{scheme}:// sources are not supported by this docbatch version; use a local folder")
+        raise SourceUnavailable(f"{scheme}:// sources are not supported: use a local folder, s3:// or a saved source block")
     if _looks_like_block_name(spec):
-        block = load_block(spec, LocalDirectory, "document source")
-        assert isinstance(block, LocalDirectory)
+        block = load_block(spec, (LocalDirectory, S3Source), "document source")
+        assert isinstance(block, (LocalDirectory, S3Source))
         if include or exclude:
             block = block.model_copy(update={"include": include or block.include, "exclude": exclude or block.exclude})
         return block
@@ -98,9 +120,18 @@ def resolve_extractor(spec: str, **embedded_options: object) -> Extractor:
     return block
 
 
-def resolve_destination(spec: str) -> LocalFolder:
-    """A local folder for exports."""
+def resolve_destination(spec: str) -> Destination:
+    """A local folder, an ``s3://bucket/prefix`` URI, or a saved destination block's name
+    (``local-folder/exports``, ``s3-destination/results``)."""
+    from blocks.s3 import S3Destination
+
     spec = spec.strip() or "output"
+    if spec.startswith("s3://"):
+        bucket, prefix = _split_s3(spec)
+        return S3Destination(bucket=bucket, prefix=prefix)
     if "://" in spec and not spec.startswith("file://"):
-        raise SourceUnavailable(f"{spec.split('://', 1)[0]}:// destinations are not supported by this docbatch version")
+        raise SourceUnavailable(f"{spec.split('://', 1)[0]}:// destinations are not supported: use a local folder, s3:// or a saved destination block")
+    if _looks_like_block_name(spec):
+        block = load_block(spec, (LocalFolder, S3Destination), "export destination")
+        return block  # type: ignore[return-value]
     return LocalFolder(path=spec.removeprefix("file://"))

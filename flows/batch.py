@@ -68,7 +68,7 @@ def extract_batch(
     batch ends `completed`, `partially_failed` (some documents failed) or `failed` (all did).
 
     Args:
-        source: Folder to read (absolute, or relative to the worker's working directory), or a saved source block as '<block-type>/<name>'.
+        source: What to read: a folder (absolute, or relative to the worker's working directory), an S3 prefix 's3://bucket/prefix', or a saved source block as '<block-type>/<name>' (e.g. 's3-source/inbox').
         include: Glob patterns a file must match, e.g. '*.pdf'; a pattern with '/' matches the relative path. Empty: all files.
         exclude: Glob patterns that drop a file, e.g. 'drafts/*'.
         recursive: Also read sub-folders.
@@ -89,6 +89,7 @@ def extract_batch(
         src.check()
         extractor = resolve_extractor(extraction.extractor, max_pages=extraction.max_pages)
         destination = resolve_destination(export.output_dir)
+        destination.check()
         refs = list_documents(src, max_documents)
         refuse_if_too_many(src, refs, max_documents)
     except (SourceUnavailable, BatchRefused) as exc:

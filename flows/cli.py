@@ -26,6 +26,18 @@ EXIT_BATCH_FAILED = 1
 EXIT_BAD_PARAMETERS = 2
 EXIT_SOURCE_UNAVAILABLE = 3
 EXIT_INTERNAL = 4
+EXIT_ACCESS_DENIED = 5
+EXIT_UNREACHABLE = 6
+
+
+def unavailable_exit_code(exc: SourceUnavailable) -> int:
+    """3: the source or destination does not exist as named (folder, bucket, region); 5: the
+    credentials are rejected or lack a permission; 6: the endpoint cannot be reached."""
+    if exc.reason in ("access_denied", "bad_credentials"):
+        return EXIT_ACCESS_DENIED
+    if exc.reason == "unreachable":
+        return EXIT_UNREACHABLE
+    return EXIT_SOURCE_UNAVAILABLE
 
 app = typer.Typer(
     help="docbatch: batch document extraction on Prefect.",
@@ -46,8 +58,8 @@ def _root() -> None:
 
 @app.command()
 def run(
-    source: Annotated[str, typer.Argument(help="Folder of documents to extract (or a saved source block '<block-type>/<name>').")],
-    output: Annotated[str, typer.Option("--output", "-o", help="Folder that receives one sub-folder of exports per batch.")] = "output",
+    source: Annotated[str, typer.Argument(help="What to extract: a folder, an S3 prefix 's3://bucket/prefix', or a saved source block '<block-type>/<name>' (e.g. 's3-source/inbox').")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Where each batch gets a sub-folder of exports: a folder, 's3://bucket/prefix', or a saved destination block.")] = "output",
     formats: Annotated[
         Optional[list[str]],
         typer.Option("--format", "-f", help="Export format, repeatable: json, jsonl, csv, xlsx, parquet. Default: all. report.json is always written."),
@@ -69,7 +81,8 @@ def run(
     """Extract every document of SOURCE and print a summary.
 
     Exit codes: 0 completed or partially_failed; 1 failed; 2 bad parameters or batch refused;
-    3 source unavailable; 4 internal error.
+    3 source or destination not found (folder, bucket, region); 4 internal error;
+    5 access denied or credentials rejected; 6 storage endpoint unreachable.
     """
     err = Console(stderr=True, soft_wrap=True)
     from flows.params import ExportSettings, ExtractionSettings
@@ -89,13 +102,14 @@ def run(
             err.print(f"[red]error:[/] invalid {where}: {error['msg']}")
         raise typer.Exit(EXIT_BAD_PARAMETERS) from None
 
-    from blocks.resolve import resolve_source
+    from blocks.resolve import resolve_destination, resolve_source
 
-    try:
+    try:  # before the flow run starts: one line and a distinct exit code, no flow run to clean up
         resolve_source(source, include=include or [], exclude=exclude or [], recursive=recursive).check()
+        resolve_destination(output).check()
     except SourceUnavailable as exc:
         err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(EXIT_SOURCE_UNAVAILABLE) from None
+        raise typer.Exit(unavailable_exit_code(exc)) from None
 
     from flows.batch import extract_batch
 
@@ -117,7 +131,7 @@ def run(
         raise typer.Exit(EXIT_BAD_PARAMETERS) from None
     except SourceUnavailable as exc:
         err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(EXIT_SOURCE_UNAVAILABLE) from None
+        raise typer.Exit(unavailable_exit_code(exc)) from None
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: one line, distinct code
         err.print(f"[red]internal error:[/] {type(exc).__name__}: {exc}")
         raise typer.Exit(EXIT_INTERNAL) from None

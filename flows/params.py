@@ -37,7 +37,11 @@ def _all_formats() -> list[ExportFormat]:
 class ExportSettings(BaseModel):
     """Where and in which formats the batch's exports are written."""
 
-    output_dir: str = Field(default="output", description="Folder that receives one sub-folder per batch.")
+    output_dir: str = Field(
+        default="output",
+        description="Where each batch gets its own sub-folder: a local folder, an S3 prefix 's3://bucket/prefix', "
+        "or a saved destination block as '<block-type>/<name>' (e.g. 's3-destination/results').",
+    )
     formats: list[ExportFormat] = Field(
         default_factory=_all_formats,
         description="Export formats; report.json is always written. "

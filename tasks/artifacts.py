@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from blocks.models import BatchReport
 
 TABLE_KEY = "docbatch-documents"
 SUMMARY_KEY = "docbatch-summary"
 PROGRESS_KEY = "docbatch-progress"
+LINK_KEY = "docbatch-exports"
 KEY_FIELDS = ("invoice_number", "date", "total", "currency")
 TABLE_ROW_LIMIT = 5000
 SUMMARY_FAILURE_LIMIT = 50
@@ -83,3 +84,12 @@ def publish_table(report: BatchReport) -> None:
 def publish_summary(report: BatchReport) -> None:
     """The summary names the export files, so it is published once they are written."""
     create_markdown_artifact(markdown=summary_markdown(report), key=SUMMARY_KEY, description=f"{report.name}: summary")
+
+
+def publish_link(report: BatchReport, url: str | None) -> None:
+    """A link to the batch's report.json where it was published (a file:// URL or the S3 object)."""
+    if url:
+        create_link_artifact(
+            link=url, link_text=report.exports.get("report.json", url), key=LINK_KEY,
+            description=f"{report.name}: exports in {report.output_dir}",
+        )

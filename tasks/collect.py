@@ -14,7 +14,7 @@ from prefect.logging import get_run_logger
 
 from blocks.resolve import Destination
 from blocks.models import BatchReport, BatchStatus, BatchTotals, DocumentResult
-from tasks.artifacts import publish_summary, publish_table
+from tasks.artifacts import publish_link, publish_summary, publish_table
 from tasks.exports import ExportStream
 
 
@@ -93,6 +93,7 @@ def collect_results(
         table.result()
     report = report.model_copy(update={"exports": written, "output_dir": destination.location(folder)})
     publish_summary(report)
+    publish_link(report, destination.link(folder, "report.json"))
     emit_event(
         event="docbatch.batch.completed",
         resource={"prefect.resource.id": f"docbatch.batch.{flow_run_id or folder}", "prefect.resource.name": name},

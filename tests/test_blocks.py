@@ -42,5 +42,17 @@ def test_saved_blocks_resolve_by_name(tmp_path: Path) -> None:
 
 
 def test_remote_schemes_are_refused_clearly() -> None:
-    with pytest.raises(SourceUnavailable, match="s3:// sources are not supported"):
-        resolve_source("s3://bucket/prefix", include=[], exclude=[], recursive=True)
+    with pytest.raises(SourceUnavailable, match="gs:// sources are not supported"):
+        resolve_source("gs://bucket/prefix", include=[], exclude=[], recursive=True)
+    with pytest.raises(SourceUnavailable, match="names no bucket"):
+        resolve_source("s3:///prefix", include=[], exclude=[], recursive=True)
+
+
+def test_s3_uris_resolve_to_s3_blocks() -> None:
+    from blocks.resolve import resolve_destination
+    from blocks.s3 import S3Destination, S3Source
+
+    source = resolve_source("s3://inbox/may/2024", include=["*.pdf"], exclude=[], recursive=False)
+    assert isinstance(source, S3Source) and (source.bucket, source.prefix, source.include, source.recursive) == ("inbox", "may/2024", ["*.pdf"], False)
+    destination = resolve_destination("s3://results/docbatch")
+    assert isinstance(destination, S3Destination) and destination.location("b", "report.json") == "s3://results/docbatch/b/report.json"

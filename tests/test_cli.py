@@ -76,3 +76,12 @@ def test_help_explains_every_option(cli_env: dict[str, str]) -> None:
     for option in ("--output", "--format", "--concurrency", "--name", "--include", "--exclude", "--max-documents", "--json", "--recursive", "--extractor", "--keep-text"):
         assert option in text
     assert "Exit codes" in text and "parquet" in text
+
+
+def test_output_that_cannot_be_a_folder_is_refused_before_any_work(cli_env: dict[str, str], tmp_path: Path) -> None:
+    copy_into(tmp_path / "in", corpus("invoice2data", "custom", "basic", "basic.txt"))
+    (tmp_path / "taken").write_text("a file where the output folder should go")
+    done = docbatch(cli_env, "run", str(tmp_path / "in"), "-o", str(tmp_path / "taken" / "out"))
+    assert done.returncode == 3, done.stderr
+    assert "cannot be created" in done.stderr and "is a file" in done.stderr
+    assert "Beginning flow run" not in done.stderr and "Traceback" not in done.stderr
