@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
 from datetime import datetime, timezone
 from typing import Annotated
 
@@ -87,11 +89,14 @@ def extract_batch(
     try:
         src = resolve_source(source, include=include or [], exclude=exclude or [], recursive=recursive)
         src.check()
-        extractor = resolve_extractor(extraction.extractor, max_pages=extraction.max_pages)
-        destination = resolve_destination(export.output_dir)
-        destination.check()
-        refs = list_documents(src, max_documents)
-        refuse_if_too_many(src, refs, max_documents)
+        # Loading a saved extractor block is an API round trip: let it overlap the listing.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="docbatch-setup") as pool:
+            loading = pool.submit(copy_context().run, resolve_extractor, extraction.extractor, max_pages=extraction.max_pages)
+            destination = resolve_destination(export.output_dir)
+            destination.check()
+            refs = list_documents(src, max_documents)
+            refuse_if_too_many(src, refs, max_documents)
+            extractor = loading.result()
     except (SourceUnavailable, BatchRefused) as exc:
         # A refusal is an answer, not a crash: one clear line in the run's state, no traceback,
         # and Python callers get the exception itself.

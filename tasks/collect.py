@@ -92,8 +92,11 @@ def collect_results(
         written = exports.finish(report)
         table.result()
     report = report.model_copy(update={"exports": written, "output_dir": destination.location(folder)})
-    publish_summary(report)
-    publish_link(report, destination.link(folder, "report.json"))
+    # Two API calls that wait on the server, not on each other.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="docbatch-artifacts") as pool:
+        link = pool.submit(copy_context().run, publish_link, report, destination.link(folder, "report.json"))
+        publish_summary(report)
+        link.result()
     emit_event(
         event="docbatch.batch.completed",
         resource={"prefect.resource.id": f"docbatch.batch.{flow_run_id or folder}", "prefect.resource.name": name},

@@ -11,7 +11,8 @@ import contextlib
 import json
 import re
 from pathlib import Path
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
@@ -310,46 +311,42 @@ class ExportStream:
         return _typed(frame.reindex(columns=self.columns))
 
     def finish(self, report: BatchReport) -> dict[str, str]:
-        """Write what is left, publish every file (report.json last) and say where each is."""
+        """Write what is left, publish every file (report.json last) and say where each is.
+
+        The workbook's compression, the Parquet encoding and the fsyncs release the GIL, so the
+        files are finished on three threads at once; report.json is written once all are
+        published, so its presence still marks a complete folder.
+        """
         destination, folder = self.destination, self.folder
-        written: dict[str, str] = {}
         try:
             documents = self.documents()
             line_items = pd.DataFrame(self.items)
-            if ExportFormat.csv in self.formats:
-                with destination.atomic_path(folder, "documents.csv") as path:
-                    documents.to_csv(path, index=False)
-                written["documents.csv"] = destination.location(folder, "documents.csv")
-                if not line_items.empty:
-                    with destination.atomic_path(folder, "line_items.csv") as path:
-                        line_items.to_csv(path, index=False)
-                    written["line_items.csv"] = destination.location(folder, "line_items.csv")
-            if self._jsonl is not None:
-                self._jsonl.close()
-                self._pending["documents.jsonl"].commit()
-                written["documents.jsonl"] = destination.location(folder, "documents.jsonl")
-            if self._json is not None:
-                self._json.write("\n]\n" if self.count else "]\n")
-                self._json.close()
-                self._pending["documents.json"].commit()
-                written["documents.json"] = destination.location(folder, "documents.json")
+            jobs: list[tuple[str, Callable[[], list[str]]]] = []
             if self._xlsx is not None:
-                if not self._xlsx.broken and self._xlsx.add(self._unstreamed, self._unstreamed_items, self.columns):
-                    self._xlsx.finish()
-                else:
-                    errors = documents[documents["status"] != "succeeded"][ERROR_COLUMNS]
-                    with destination.atomic_path(folder, "documents.xlsx") as path:
-                        write_xlsx(path, {
-                            "documents": documents,
-                            "line_items": line_items if not line_items.empty else pd.DataFrame(columns=["index", "file", "line"]),
-                            "errors": errors,
-                        })
-                written["documents.xlsx"] = destination.location(folder, "documents.xlsx")
+                jobs.append(("xlsx", lambda: self._finish_xlsx(documents, line_items)))
             if ExportFormat.parquet in self.formats:
-                with destination.atomic_path(folder, "documents.parquet") as path:
-                    _uniform(documents).to_parquet(path, index=False, engine="pyarrow")
-                written["documents.parquet"] = destination.location(folder, "documents.parquet")
-
+                jobs.append(("parquet", lambda: self._write(
+                    "documents.parquet", lambda path: _uniform(documents).to_parquet(path, index=False, engine="pyarrow"))))
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="docbatch-exports") as pool:
+                running = [(name, pool.submit(job)) for name, job in jobs]
+                names: list[str] = []
+                if ExportFormat.csv in self.formats:
+                    names += self._write("documents.csv", lambda path: documents.to_csv(path, index=False))
+                    if not line_items.empty:
+                        names += self._write("line_items.csv", lambda path: line_items.to_csv(path, index=False))
+                if self._jsonl is not None:
+                    self._jsonl.close()
+                    self._pending["documents.jsonl"].commit()
+                    names.append("documents.jsonl")
+                if self._json is not None:
+                    self._json.write("\n]\n" if self.count else "]\n")
+                    self._json.close()
+                    self._pending["documents.json"].commit()
+                    names.append("documents.json")
+                finished = {name: future.result() for name, future in running}
+            names += finished.get("xlsx", []) + finished.get("parquet", [])
+            order = ["documents.csv", "line_items.csv", "documents.jsonl", "documents.json", "documents.xlsx", "documents.parquet"]
+            written = {name: destination.location(folder, name) for name in order if name in names}
             written["report.json"] = destination.location(folder, "report.json")
             final = report.model_copy(update={"exports": written, "output_dir": destination.location(folder)})
             with destination.atomic_path(folder, "report.json") as path:
@@ -357,6 +354,23 @@ class ExportStream:
         finally:
             self.close()
         return written
+
+    def _write(self, name: str, writer: Callable[[Path], object]) -> list[str]:
+        with self.destination.atomic_path(self.folder, name) as path:
+            writer(path)
+        return [name]
+
+    def _finish_xlsx(self, documents: pd.DataFrame, line_items: pd.DataFrame) -> list[str]:
+        assert self._xlsx is not None
+        if not self._xlsx.broken and self._xlsx.add(self._unstreamed, self._unstreamed_items, self.columns):
+            self._xlsx.finish()
+            return ["documents.xlsx"]
+        errors = documents[documents["status"] != "succeeded"][ERROR_COLUMNS]
+        return self._write("documents.xlsx", lambda path: write_xlsx(path, {
+            "documents": documents,
+            "line_items": line_items if not line_items.empty else pd.DataFrame(columns=["index", "file", "line"]),
+            "errors": errors,
+        }))
 
     def close(self) -> None:
         """Drop whatever was not published (a crash or an error leaves no final-named file)."""

@@ -135,23 +135,24 @@ def extract_documents(
     final_attempt = attempt > retries
     kept = runtime.kept.setdefault(run_key, {})
 
-    for ref in refs:
-        previous = kept.get(ref.index)
-        if previous is not None and not (previous.status == "failed" and previous.error_transient):
-            continue
-        with runtime.slot():
-            result = extract_one(ref, source, extractor, options)
-        result.attempts = (previous.attempts if previous else 0) + 1
-        kept[ref.index] = result
-        transient = result.status == "failed" and bool(result.error_transient)
-        if transient and not final_attempt:
-            logger.warning("%s: %s (%s, will retry)", ref.name, result.error, result.error_kind.value if result.error_kind else "")
-            continue
-        runtime.document_finished(result)
-        if result.status == "failed":
-            logger.warning("%s: failed, %s: %s", ref.name, result.error_kind.value if result.error_kind else "error", result.error)
-        elif options.log_each_document:
-            logger.info("%s: %s in %.0f ms", ref.name, result.status, result.duration_ms)
+    with runtime.shard_slots() as slots:
+        for ref in refs:
+            previous = kept.get(ref.index)
+            if previous is not None and not (previous.status == "failed" and previous.error_transient):
+                continue
+            with slots.document(ref.index):
+                result = extract_one(ref, source, extractor, options)
+            result.attempts = (previous.attempts if previous else 0) + 1
+            kept[ref.index] = result
+            transient = result.status == "failed" and bool(result.error_transient)
+            if transient and not final_attempt:
+                logger.warning("%s: %s (%s, will retry)", ref.name, result.error, result.error_kind.value if result.error_kind else "")
+                continue
+            runtime.document_finished(result)
+            if result.status == "failed":
+                logger.warning("%s: failed, %s: %s", ref.name, result.error_kind.value if result.error_kind else "error", result.error)
+            elif options.log_each_document:
+                logger.info("%s: %s in %.0f ms", ref.name, result.status, result.duration_ms)
 
     waiting = [r.name for r in refs if kept[r.index].status == "failed" and kept[r.index].error_transient]
     if waiting and not final_attempt:
