@@ -262,6 +262,11 @@ class LocalFolder(Block):
             return []
         return sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
 
+    def read_text(self, *parts: str) -> str | None:
+        """A whole file under this destination (a report.json), or None when there is none."""
+        path = Path(self.location(*parts))
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+
     def open_journal(self, *parts: str) -> LocalJournalFile:
         """An append-only file of lines (the batch's checkpoint), flushed line by line."""
         return LocalJournalFile(Path(self.location(*parts)))

@@ -116,6 +116,22 @@ class BatchTotals(BaseModel):
         return self.succeeded + self.failed + self.skipped
 
 
+class BatchParameters(BaseModel):
+    """What a batch was asked to do, so it can be re-run or its failures retried alike.
+
+    Holds the flow's parameters as given: paths, URIs and saved block names, never a secret.
+    """
+
+    source: str
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    recursive: bool = True
+    max_concurrency: int = 4
+    extraction: dict[str, Any] = Field(default_factory=dict)
+    export: dict[str, Any] = Field(default_factory=dict)
+    max_documents: int = 1000
+
+
 class BatchReport(BaseModel):
     """The whole batch: what `extract_batch` returns and what report.json holds."""
 
@@ -133,6 +149,7 @@ class BatchReport(BaseModel):
     extractor: str
     output_dir: str | None = None
     exports: dict[str, str] = Field(default_factory=dict, description="Export name → path or URI.")
+    parameters: BatchParameters | None = Field(default=None, description="The batch's parameters, for retry-failed.")
     results: list[DocumentResult] = Field(default_factory=list)
 
     def failed_results(self) -> list[DocumentResult]:

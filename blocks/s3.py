@@ -397,6 +397,18 @@ class S3Destination(Block):
                     names.append(name)
         return sorted(names)
 
+    def read_text(self, *parts: str) -> str | None:
+        """A whole object under this destination (a report.json), or None when there is none."""
+        from botocore.exceptions import ClientError
+
+        try:
+            body = self._client().get_object(Bucket=self.bucket, Key=self._key(*parts))["Body"]
+        except ClientError as exc:
+            if _error(exc)[1] == 404 or _error(exc)[0] == "NoSuchKey":
+                return None
+            raise
+        return body.read().decode("utf-8")
+
     def open_journal(self, *parts: str) -> S3JournalFile:
         """Append-only lines (the batch's checkpoint), uploaded as numbered segments under `<key>.d/`."""
         return S3JournalFile(self._client(), self.bucket, self._key(*parts))

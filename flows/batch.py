@@ -19,8 +19,10 @@ from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from blocks.errors import BatchRefused, DocumentError, SourceUnavailable
-from blocks.models import BatchReport, DocumentRef, DocumentResult, ErrorKind
-from blocks.resolve import resolve_destination, resolve_extractor, resolve_source
+from blocks.models import BatchParameters, BatchReport, DocumentRef, DocumentResult, ErrorKind
+from blocks.extractor import Extractor
+from blocks.models import ExportFormat
+from blocks.resolve import Destination, Source, resolve_destination, resolve_extractor, resolve_source
 from flows.params import ExportSettings, ExtractionSettings
 from tasks.artifacts import PROGRESS_KEY
 from tasks.collect import batch_folder_name, collect_results
@@ -63,6 +65,7 @@ def extract_batch(
     export: ExportSettings = ExportSettings(),
     max_documents: Annotated[int, Field(ge=0)] = 1000,
     resume: bool = False,
+    documents: list[str] | None = None,
 ) -> BatchReport:
     """Extract every document of a folder into structured records, exports and artifacts.
 
@@ -79,6 +82,7 @@ def extract_batch(
         extraction: Which extractor to use and its limits.
         export: Output folder and export formats.
         max_documents: Refuse, before any work, a batch with more documents than this; 0 means unlimited.
+        documents: Only these documents, by their name relative to the source (as in a report's results); empty extracts every listed document. Ingestion and retry-failed set it.
         resume: Continue the newest unfinished run of this same batch (same source, filters and extractor settings) in the output folder: documents its checkpoint already holds are not extracted again.
     """
     logger = get_run_logger()
@@ -94,7 +98,10 @@ def extract_batch(
             loading = pool.submit(copy_context().run, resolve_extractor, extraction.extractor, max_pages=extraction.max_pages)
             destination = resolve_destination(export.output_dir)
             destination.check()
-            refs = list_documents(src, max_documents)
+            refs = list_documents(src, 0 if documents is not None else max_documents)
+            if documents is not None:
+                wanted = set(documents)
+                refs = [ref.model_copy(update={"index": n}) for n, ref in enumerate(r for r in refs if r.name in wanted)]
             refuse_if_too_many(src, refs, max_documents)
             extractor = loading.result()
     except (SourceUnavailable, BatchRefused) as exc:
@@ -102,7 +109,6 @@ def extract_batch(
         # and Python callers get the exception itself.
         logger.warning("Batch refused: %s", exc)
         return Failed(message=str(exc), data=exc)  # type: ignore[return-value]
-    batch_id = run_id or uuid.uuid4().hex
     folder = batch_folder_name(name, started, str(run_id) if run_id else None)
     key = batch_key(
         source=src.describe(), include=include or [], exclude=exclude or [], recursive=recursive,
@@ -121,6 +127,43 @@ def extract_batch(
                 destination.location(folder), len(taken), len(refs),
                 f" ({found.torn_lines} torn line(s) ignored)" if found.torn_lines else "",
             )
+    parameters = BatchParameters(
+        source=source, include=include or [], exclude=exclude or [], recursive=recursive,
+        max_concurrency=max_concurrency, extraction=extraction.model_dump(mode="json"),
+        export=export.model_dump(mode="json"), max_documents=max_documents,
+    )
+    return run_batch(
+        refs=refs, taken=taken, resumed=len(taken), src=src, extractor=extractor, destination=destination,
+        folder=folder, key=key, name=name, started=started, max_concurrency=max_concurrency,
+        extraction=extraction, formats=export.formats, parameters=parameters,
+    )
+
+
+def run_batch(
+    *,
+    refs: list[DocumentRef],
+    taken: dict[int, DocumentResult],
+    resumed: int,
+    src: Source,
+    extractor: Extractor,
+    destination: Destination,
+    folder: str,
+    key: str,
+    name: str,
+    started: datetime,
+    max_concurrency: int,
+    extraction: ExtractionSettings,
+    formats: list[ExportFormat],
+    parameters: BatchParameters,
+) -> BatchReport:
+    """Extract `refs` except those already in `taken`, then collect: the body every batch flow shares.
+
+    `taken` holds results that are not extracted again, by index (a checkpoint's on resume,
+    an earlier batch's successes on retry-failed); `resumed` is how many count as resumed.
+    """
+    logger = get_run_logger()
+    run_id = flow_run.get_id()
+    batch_id = run_id or uuid.uuid4().hex
     todo = [ref for ref in refs if ref.index not in taken]
     shards = plan_shards(len(todo), max_concurrency)
     options = ExtractOptions(
@@ -145,7 +188,7 @@ def extract_batch(
     )
 
     journal = BatchJournal.open(destination, folder, JournalHeader(batch_key=key, batch_name=name, source=src.describe()))
-    exports = ExportStream(destination, folder, export.formats, declared_fields=extractor.output_fields)
+    exports = ExportStream(destination, folder, formats, declared_fields=extractor.output_fields)
     ordered = InOrder(len(refs), exports.add)
     ordered.offer(taken.values())
     try:
@@ -186,7 +229,8 @@ def extract_batch(
             destination=destination,
             folder=folder,
             exports=quote(exports),
-            resumed=len(taken),
+            resumed=resumed,
+            parameters=parameters,
         )
     except BaseException:
         exports.close()  # nothing half-written under a final name; the journal stays for `resume`
@@ -194,6 +238,8 @@ def extract_batch(
         raise
     journal.discard()
     return report
+
+
 
 
 class InOrder:

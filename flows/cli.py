@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -150,6 +151,69 @@ def run(
     else:
         print_summary(report, Console(width=None if sys.stdout.isatty() else 160))
     raise typer.Exit(EXIT_BATCH_FAILED if report.status == "failed" else EXIT_OK)
+
+
+@app.command()
+def retry(
+    batch: Annotated[str, typer.Argument(help="The earlier batch: its flow run id, or its report.json (path or s3:// URI).")],
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Name of the new batch; default '<earlier name> (retry)'.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole BatchReport as JSON on stdout and nothing else.")] = False,
+) -> None:
+    """Extract the failed documents of an earlier batch again, with its settings.
+
+    Writes a new batch folder whose report keeps the earlier input order: earlier successes
+    carried over, failures replaced by the new attempt. Exit codes as for `run`.
+    """
+    err = Console(stderr=True, soft_wrap=True)
+    from flows.retry import retry_failed
+
+    try:
+        report = retry_failed(batch=batch, batch_name=name)
+    except SourceUnavailable as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(unavailable_exit_code(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - one line, distinct code
+        err.print(f"[red]internal error:[/] {type(exc).__name__}: {exc}")
+        raise typer.Exit(EXIT_INTERNAL) from None
+    if report.flow_run_id:
+        from flows.history import wait_for_history
+        from tasks.sharding import plan_shards
+
+        retried = report.totals.total - sum(1 for r in report.results if r.attempts == 0 or r.status == "skipped")
+        wait_for_history(report.flow_run_id, len(plan_shards(retried, report.parameters.max_concurrency if report.parameters else 4)) + 1)
+    if as_json:
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+    else:
+        print_summary(report, Console(width=None if sys.stdout.isatty() else 160))
+    raise typer.Exit(EXIT_BATCH_FAILED if report.status == "failed" else EXIT_OK)
+
+
+@app.command()
+def batches(
+    status: Annotated[Optional[str], typer.Option("--status", help="Only batches that ended so: completed, partially_failed or failed.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=200, help="At most this many batches, newest first.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON on stdout.")] = False,
+) -> None:
+    """List earlier batches from the Prefect API: name, status, totals, when, where the report is."""
+    if status is not None and status not in ("completed", "partially_failed", "failed"):
+        Console(stderr=True).print("[red]error:[/] --status must be completed, partially_failed or failed")
+        raise typer.Exit(EXIT_BAD_PARAMETERS)
+    from flows.reports import list_batches
+
+    found = list_batches(status, limit)  # type: ignore[arg-type]
+    if as_json:
+        sys.stdout.write(json.dumps([b.model_dump() for b in found], indent=2) + "\n")
+        return
+    table = Table(title=f"{len(found)} batch(es)", title_justify="left")
+    for column in ("started", "name", "status", "documents", "failed", "report", "flow run"):
+        table.add_column(column, overflow="fold")
+    for item in found:
+        totals = item.totals or {}
+        table.add_row(
+            (item.started or "")[:19], item.name, item.status or item.state, str(totals.get("total", "")),
+            str(totals.get("failed", "")), item.report or "", item.flow_run_id,
+        )
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 def print_summary(report: BatchReport, console: Console) -> None:

@@ -13,7 +13,7 @@ from prefect.events import emit_event
 from prefect.logging import get_run_logger
 
 from blocks.resolve import Destination
-from blocks.models import BatchReport, BatchStatus, BatchTotals, DocumentResult
+from blocks.models import BatchParameters, BatchReport, BatchStatus, BatchTotals, DocumentResult
 from tasks.artifacts import publish_link, publish_summary, publish_table
 from tasks.exports import ExportStream
 
@@ -44,6 +44,19 @@ def batch_folder_name(name: str, started: datetime, flow_run_id: str | None) -> 
     return f"{started:%Y%m%d-%H%M%S}-{slug}-{suffix}"
 
 
+STATUS_TAG = "docbatch-status:{}"
+
+
+def tag_status(flow_run_id: str, status: BatchStatus) -> None:
+    """Tag the flow run with its docbatch status, so the UI's run list can filter on it."""
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+        tags = [t for t in run.tags if not t.startswith(STATUS_TAG.format(""))]
+        client.update_flow_run(flow_run_id, tags=[*tags, STATUS_TAG.format(status)])
+
+
 @task(name="collect-results", cache_policy=NO_CACHE, persist_result=False)
 def collect_results(
     results: list[DocumentResult],
@@ -57,6 +70,7 @@ def collect_results(
     folder: str,
     exports: ExportStream,
     resumed: int = 0,
+    parameters: BatchParameters | None = None,
 ) -> BatchReport:
     """Roll the results up, finish the exports, publish the artifacts and announce the batch's end.
 
@@ -84,6 +98,7 @@ def collect_results(
         finished=finished,
         duration_s=round((finished - started).total_seconds(), 3),
         extractor=extractor,
+        parameters=parameters,
         results=results,
     )
     # The table artifact is an upload (I/O) and the exports are local CPU work: overlap them.
@@ -107,5 +122,15 @@ def collect_results(
             "batch_name": name,
         },
     )
+    for result in report.failed_results():
+        emit_event(
+            event="docbatch.document.failed",
+            resource={"prefect.resource.id": f"docbatch.document.{result.ref.uri}", "prefect.resource.name": result.ref.name},
+            related=[{"prefect.resource.id": f"docbatch.batch.{flow_run_id or folder}", "prefect.resource.role": "batch", "prefect.resource.name": name}],
+            payload={"file": result.ref.name, "uri": result.ref.uri, "error_kind": result.error_kind.value if result.error_kind else None,
+                     "error": result.error, "batch_name": name, "flow_run_id": flow_run_id},
+        )
+    if flow_run_id:
+        tag_status(flow_run_id, status)
     logger.info("%s: %s (%s); exports in %s", name, status, message, report.output_dir)
     return report
