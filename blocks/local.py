@@ -267,6 +267,21 @@ class LocalFolder(Block):
         path = Path(self.location(*parts))
         return path.read_text(encoding="utf-8") if path.is_file() else None
 
+    def create_exclusive(self, *parts: str, body: str = "") -> bool:
+        """Create a small file only if none exists (a lock); False when it already exists."""
+        path = Path(self.location(*parts))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(body)
+        return True
+
+    def delete(self, *parts: str) -> None:
+        Path(self.location(*parts)).unlink(missing_ok=True)
+
     def open_journal(self, *parts: str) -> LocalJournalFile:
         """An append-only file of lines (the batch's checkpoint), flushed line by line."""
         return LocalJournalFile(Path(self.location(*parts)))

@@ -150,6 +150,7 @@ class BatchReport(BaseModel):
     output_dir: str | None = None
     exports: dict[str, str] = Field(default_factory=dict, description="Export name → path or URI.")
     parameters: BatchParameters | None = Field(default=None, description="The batch's parameters, for retry-failed.")
+    batch_key: str | None = Field(default=None, description="Hash of source, filters and extractor settings: batches with equal keys give equal results.")
     results: list[DocumentResult] = Field(default_factory=list)
 
     def failed_results(self) -> list[DocumentResult]:

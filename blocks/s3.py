@@ -409,6 +409,21 @@ class S3Destination(Block):
             raise
         return body.read().decode("utf-8")
 
+    def create_exclusive(self, *parts: str, body: str = "") -> bool:
+        """Create a small object only if none exists (S3 conditional write, If-None-Match: *)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client().put_object(Bucket=self.bucket, Key=self._key(*parts), Body=body.encode(), IfNoneMatch="*")
+        except ClientError as exc:
+            if _error(exc)[1] in (409, 412) or _error(exc)[0] in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+
+    def delete(self, *parts: str) -> None:
+        self._client().delete_object(Bucket=self.bucket, Key=self._key(*parts))
+
     def open_journal(self, *parts: str) -> S3JournalFile:
         """Append-only lines (the batch's checkpoint), uploaded as numbered segments under `<key>.d/`."""
         return S3JournalFile(self._client(), self.bucket, self._key(*parts))

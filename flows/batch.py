@@ -110,11 +110,7 @@ def extract_batch(
         logger.warning("Batch refused: %s", exc)
         return Failed(message=str(exc), data=exc)  # type: ignore[return-value]
     folder = batch_folder_name(name, started, str(run_id) if run_id else None)
-    key = batch_key(
-        source=src.describe(), include=include or [], exclude=exclude or [], recursive=recursive,
-        extractor=extractor.label, extractor_settings=extractor.model_dump(mode="json"),
-        keep_text=extraction.keep_text, max_file_size_mb=extraction.max_file_size_mb,
-    )
+    key = settings_key(src, include or [], exclude or [], recursive, extractor, extraction)
     taken: dict[int, DocumentResult] = {}
     if resume:
         found = find_resumable(destination, key)
@@ -231,6 +227,7 @@ def run_batch(
             exports=quote(exports),
             resumed=resumed,
             parameters=parameters,
+            batch_key=key,
         )
     except BaseException:
         exports.close()  # nothing half-written under a final name; the journal stays for `resume`
@@ -240,6 +237,15 @@ def run_batch(
     return report
 
 
+
+
+def settings_key(src: Source, include: list[str], exclude: list[str], recursive: bool, extractor: Extractor, extraction: ExtractionSettings) -> str:
+    """The key of everything that decides a document's result: equal keys, equal results."""
+    return batch_key(
+        source=src.describe(), include=include, exclude=exclude, recursive=recursive,
+        extractor=extractor.label, extractor_settings=extractor.model_dump(mode="json"),
+        keep_text=extraction.keep_text, max_file_size_mb=extraction.max_file_size_mb,
+    )
 
 
 class InOrder:

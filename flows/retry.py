@@ -12,11 +12,10 @@ from prefect.states import Failed
 from blocks.errors import SourceUnavailable
 from blocks.models import BatchReport, DocumentResult
 from blocks.resolve import resolve_destination, resolve_extractor, resolve_source
-from flows.batch import run_batch
+from flows.batch import run_batch, settings_key
 from flows.params import ExportSettings, ExtractionSettings
 from flows.reports import load_report
 from tasks.collect import batch_folder_name
-from tasks.journal import batch_key
 
 
 def retry_run_name() -> str:
@@ -61,11 +60,7 @@ def retry_failed(batch: str, batch_name: str | None = None) -> BatchReport:
         n: result.model_copy(update={"ref": refs[n]}) for n, result in enumerate(previous.results) if result.status != "failed"
     }
     logger.info("Retrying %d failed document(s) of %r (%s)", len(refs) - len(taken), previous.name, previous.flow_run_id or batch)
-    key = batch_key(
-        source=src.describe(), include=settings.include, exclude=settings.exclude, recursive=settings.recursive,
-        extractor=extractor.label, extractor_settings=extractor.model_dump(mode="json"),
-        keep_text=extraction.keep_text, max_file_size_mb=extraction.max_file_size_mb,
-    )
+    key = settings_key(src, settings.include, settings.exclude, settings.recursive, extractor, extraction)
     return run_batch(
         refs=refs, taken=taken, resumed=0, src=src, extractor=extractor, destination=destination,
         folder=batch_folder_name(name, started, str(run_id) if run_id else None), key=key, name=name, started=started,

@@ -71,6 +71,7 @@ def collect_results(
     exports: ExportStream,
     resumed: int = 0,
     parameters: BatchParameters | None = None,
+    batch_key: str | None = None,
 ) -> BatchReport:
     """Roll the results up, finish the exports, publish the artifacts and announce the batch's end.
 
@@ -99,6 +100,7 @@ def collect_results(
         duration_s=round((finished - started).total_seconds(), 3),
         extractor=extractor,
         parameters=parameters,
+        batch_key=batch_key,
         results=results,
     )
     # The table artifact is an upload (I/O) and the exports are local CPU work: overlap them.

@@ -54,6 +54,15 @@ def test_deployment_runs_examples_on_a_process_worker(tmp_path: Path) -> None:
         assert deployment["parameters"]["source"] == "examples/documents"
         assert set(deployment["tags"]) >= {"docbatch"}
 
+        ingest = server.api("GET", "/deployments/name/ingest-inbox/ingest-inbox")
+        schedule = ingest["schedules"][0]["schedule"]
+        assert schedule["cron"] == "*/15 * * * *" and schedule["timezone"] == "Europe/Berlin"
+        assert ingest["concurrency_limit"] == 1 or (ingest.get("global_concurrency_limit") or {}).get("limit") == 1
+        retry = server.api("GET", "/deployments/name/retry-failed/retry-failed")
+        assert "batch" in retry["parameter_openapi_schema"]["required"]
+        # Keep the schedule from starting ingestion runs in the checkout while this test runs.
+        server.api("PATCH", f"/deployments/{ingest['id']}", json={"paused": True})
+
         worker = server.start_worker(POOL)  # started outside the repo on purpose
 
         params = {"batch_name": batch_name, "max_concurrency": 2, "export": {"output_dir": str(output_dir)}}

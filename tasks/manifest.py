@@ -1,0 +1,192 @@
+"""The ingestion manifest: what was already processed from a source, under which settings.
+
+One JSON file per (source, filters, extractor settings) key, at the destination in
+`.manifests/<key>.json`, replaced atomically after each run. A missing manifest where earlier
+ingestion batches exist, or an unreadable one, is rebuilt from those batches' reports and
+reported, never taken as "nothing processed"; a manifest from a newer docbatch is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from blocks.models import BatchReport, DocumentRef, DocumentResult
+from blocks.resolve import Destination
+
+MANIFESTS = ".manifests"
+MANIFEST_FORMAT = "docbatch-manifest"
+MANIFEST_VERSION = 1
+LOCK_STALE_S = 6 * 3600
+
+EntryStatus = Literal["done", "failed", "parked"]
+
+
+class ManifestError(Exception):
+    """The manifest cannot be used (written by a newer docbatch)."""
+
+
+class Entry(BaseModel):
+    fingerprint: str = Field(description="Size and mtime locally, the ETag on S3, when last seen.")
+    sha256: str | None = Field(default=None, description="Hash of the content last extracted.")
+    status: EntryStatus
+    attempts: int = 0
+    error: str | None = None
+    batch: str | None = Field(default=None, description="Batch folder of the last attempt.")
+
+
+class Manifest(BaseModel):
+    format: str = MANIFEST_FORMAT
+    version: int = MANIFEST_VERSION
+    key: str
+    source: str
+    updated: datetime | None = None
+    documents: dict[str, Entry] = Field(default_factory=dict)
+
+
+def manifest_name(key: str) -> str:
+    return f"{key}.json"
+
+
+def load_manifest(destination: Destination, key: str, source: str) -> tuple[Manifest, str | None]:
+    """The manifest, and a sentence when it had to be rebuilt (None when read as it was)."""
+    text = destination.read_text(MANIFESTS, manifest_name(key))
+    problem: str | None = None
+    if text is not None:
+        try:
+            raw = json.loads(text)
+            if raw.get("format") == MANIFEST_FORMAT and int(raw.get("version", 0)) > MANIFEST_VERSION:
+                raise ManifestError(
+                    f"the manifest {destination.location(MANIFESTS, manifest_name(key))} was written by a newer docbatch "
+                    f"(version {raw['version']}); upgrade docbatch or point ingestion at another destination"
+                )
+            manifest = Manifest.model_validate(raw)
+            if manifest.key == key:
+                return manifest, None
+            problem = "the manifest belongs to other settings"
+        except (ValueError, ValidationError) as exc:
+            problem = f"the manifest could not be read ({type(exc).__name__})"
+    manifest = Manifest(key=key, source=source)
+    rebuilt = _rebuild(destination, key, manifest)
+    if problem is not None:
+        return manifest, f"{problem}: rebuilt from {rebuilt} earlier batch report(s)"
+    if rebuilt:
+        return manifest, f"the manifest was missing: rebuilt from {rebuilt} earlier batch report(s)"
+    return manifest, None  # a first run: nothing was processed yet
+
+
+def _rebuild(destination: Destination, key: str, manifest: Manifest) -> int:
+    """Fill `manifest` from the reports of earlier ingestion batches with this key, oldest first."""
+    used = 0
+    for folder in destination.batch_folders():
+        text = destination.read_text(folder, "report.json")
+        if text is None:
+            continue
+        try:
+            report = BatchReport.model_validate_json(text)
+        except ValidationError:
+            continue
+        if report.batch_key != key:
+            continue
+        used += 1
+        record(manifest, report.results, folder, max_attempts=10**6)
+    return used
+
+
+def record(manifest: Manifest, results: list[DocumentResult], batch: str, *, max_attempts: int) -> None:
+    """Enter a batch's outcomes: successes are done, failures count an attempt (parked at the limit)."""
+    for result in results:
+        before = manifest.documents.get(result.ref.name)
+        same_file = before is not None and before.fingerprint == result.ref.fingerprint
+        attempts = (before.attempts if same_file and before.status != "done" else 0) + 1
+        if result.status in ("succeeded", "skipped"):
+            manifest.documents[result.ref.name] = Entry(
+                fingerprint=result.ref.fingerprint, sha256=result.sha256, status="done", attempts=attempts, batch=batch
+            )
+        else:
+            manifest.documents[result.ref.name] = Entry(
+                fingerprint=result.ref.fingerprint, sha256=result.sha256, status="parked" if attempts >= max_attempts else "failed",
+                attempts=attempts, error=f"{result.error_kind.value if result.error_kind else 'error'}: {result.error}", batch=batch,
+            )
+
+
+def save_manifest(destination: Destination, manifest: Manifest) -> str:
+    manifest.updated = datetime.now(timezone.utc)
+    with destination.atomic_path(MANIFESTS, manifest_name(manifest.key)) as path:
+        path.write_text(manifest.model_dump_json(indent=1), encoding="utf-8")
+    return destination.location(MANIFESTS, manifest_name(manifest.key))
+
+
+class Plan(BaseModel):
+    """What one ingestion run does with each listed document."""
+
+    new: list[str] = Field(default_factory=list)
+    changed: list[str] = Field(default_factory=list)
+    retried: list[str] = Field(default_factory=list)
+    unchanged: int = 0
+    parked: list[str] = Field(default_factory=list)
+
+    @property
+    def todo(self) -> list[str]:
+        return [*self.new, *self.changed, *self.retried]
+
+
+def plan(manifest: Manifest, refs: list[DocumentRef], *, max_attempts: int) -> Plan:
+    """Compare the listing with the manifest: only size+mtime (or ETag) for unchanged files, so an
+    unchanged folder costs no read at all; a file whose fingerprint moved is extracted again
+    (its content hash is checked after extraction, when it was only touched)."""
+    result = Plan()
+    for ref in refs:
+        if ref.refused:
+            continue
+        entry = manifest.documents.get(ref.name)
+        if entry is None:
+            result.new.append(ref.name)
+        elif entry.fingerprint != ref.fingerprint:
+            result.changed.append(ref.name)
+        elif entry.status == "done":
+            result.unchanged += 1
+        elif entry.status == "failed" and entry.attempts < max_attempts:
+            result.retried.append(ref.name)
+        else:
+            result.parked.append(ref.name)
+    return result
+
+
+class IngestLock:
+    """One ingestion per manifest at a time: an exclusively created lock file at the destination.
+
+    A run that finds the lock held by a live run stops at once ("another ingestion is running");
+    a lock older than LOCK_STALE_S (a crashed run) is taken over.
+    """
+
+    def __init__(self, destination: Destination, key: str) -> None:
+        self.destination = destination
+        self.name = f"{key}.lock"
+        self.held = False
+
+    def acquire(self, owner: str) -> bool:
+        body = json.dumps({"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "since": time.time()})
+        if self.destination.create_exclusive(MANIFESTS, self.name, body=body):
+            self.held = True
+            return True
+        text = self.destination.read_text(MANIFESTS, self.name)
+        try:
+            since = float(json.loads(text or "{}").get("since", 0))
+        except ValueError:
+            since = 0.0
+        if time.time() - since > LOCK_STALE_S:
+            self.destination.delete(MANIFESTS, self.name)
+            self.held = self.destination.create_exclusive(MANIFESTS, self.name, body=body)
+        return self.held
+
+    def release(self) -> None:
+        if self.held:
+            self.destination.delete(MANIFESTS, self.name)
+            self.held = False

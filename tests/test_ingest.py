@@ -1,0 +1,167 @@
+"""Incremental ingestion: only new or changed files, a manifest that survives and heals, one run at a time."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from flows.params import ExportSettings, ExtractionSettings
+from tasks.manifest import MANIFESTS, ManifestError
+from tests.conftest import corpus
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def calls(path: Path) -> list[str]:
+    return [line.split(" ", 1)[1] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture()
+def counting(prefect_api: str, tmp_path: Path) -> tuple[str, Path]:
+    from tests.counting import CountingExtractor
+
+    log = tmp_path / "calls.txt"
+    name = f"ingest-{uuid.uuid4().hex[:8]}"
+    CountingExtractor(calls_file=str(log), latency_ms=20).save(name)
+    return f"test-counting-extractor/{name}", log
+
+
+def test_only_new_and_changed_files_are_extracted(counting: tuple[str, Path], tmp_path: Path) -> None:
+    from flows.ingest import ingest_inbox
+
+    extractor, log = counting
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for n in range(3):
+        write(inbox, f"inv-{n}.txt", f"invoice INV-{n}\n")
+    settings = dict(source=str(inbox), extraction=ExtractionSettings(extractor=extractor), export=ExportSettings(output_dir=str(tmp_path / "out"), formats=["csv"]), settle_s=0)
+
+    first = ingest_inbox(**settings)
+    assert first.status == "completed" and sorted(first.new) == ["inv-0.txt", "inv-1.txt", "inv-2.txt"]
+    assert first.manifest and Path(first.manifest).is_file() and first.batch_flow_run_id
+    assert sorted(calls(log)) == ["inv-0.txt", "inv-1.txt", "inv-2.txt"]
+
+    second = ingest_inbox(**settings)
+    assert second.status == "nothing_new" and second.unchanged == 3 and second.batch_flow_run_id is None
+    assert len(calls(log)) == 3
+
+    write(inbox, "inv-3.txt", "invoice INV-3\n")
+    os.utime(inbox / "inv-0.txt", ns=(time.time_ns(), time.time_ns() + 10**9))  # touched, same content
+    write(inbox, "inv-1.txt", "invoice INV-1 corrected\n")  # really changed
+    third = ingest_inbox(**settings)
+    assert third.new == ["inv-3.txt"] and third.changed == ["inv-1.txt"] and third.unchanged == 2
+    assert sorted(calls(log)[3:]) == ["inv-1.txt", "inv-3.txt"]  # the touched file was not extracted again
+
+    # Other extraction settings are another manifest: everything is extracted again.
+    fourth = ingest_inbox(**{**settings, "extraction": ExtractionSettings(extractor=extractor, keep_text=True)})
+    assert sorted(fourth.new) == ["inv-0.txt", "inv-1.txt", "inv-2.txt", "inv-3.txt"]
+
+
+def test_failures_are_retried_then_parked_and_a_fixed_file_goes_through(prefect_api: str, tmp_path: Path) -> None:
+    from flows.ingest import ingest_inbox
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copyfile(corpus("invoice2data", "compare", "Orlen", "Orlen.txt"), inbox / "good.txt")
+    (inbox / "bad.pdf").write_bytes(b"%PDF-1.4\n" + b"x" * 500)  # no objects: corrupt
+    settings = dict(source=str(inbox), export=ExportSettings(output_dir=str(tmp_path / "out"), formats=["csv"]), max_attempts=2, settle_s=0)
+
+    first = ingest_inbox(**settings)
+    assert first.status == "partially_failed" and first.parked == []
+    second = ingest_inbox(**settings)
+    assert second.retried == ["bad.pdf"] and second.parked == ["bad.pdf"] and second.unchanged == 1
+    third = ingest_inbox(**settings)
+    assert third.status == "nothing_new" and third.parked == ["bad.pdf"] and third.retried == []
+    assert "1 parked" in third.message
+
+    shutil.copyfile(corpus("invoice2data", "compare", "coolblue1", "coolblue1.pdf"), inbox / "bad.pdf")
+    fourth = ingest_inbox(**settings)
+    assert fourth.changed == ["bad.pdf"] and fourth.status == "completed" and fourth.parked == []
+
+
+def test_a_corrupt_or_missing_manifest_is_rebuilt_and_said_and_a_newer_one_refused(counting: tuple[str, Path], tmp_path: Path) -> None:
+    from flows.ingest import ingest_inbox
+
+    extractor, log = counting
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for n in range(2):
+        write(inbox, f"inv-{n}.txt", f"invoice INV-{n}\n")
+    out = tmp_path / "out"
+    settings = dict(source=str(inbox), extraction=ExtractionSettings(extractor=extractor), export=ExportSettings(output_dir=str(out), formats=["csv"]), settle_s=0)
+    first = ingest_inbox(**settings)
+    manifest = Path(first.manifest or "")
+
+    manifest.write_text('{"format": "docbatch-manifest", "version": 1, "key": ')  # torn
+    healed = ingest_inbox(**settings)
+    assert healed.status == "nothing_new" and healed.manifest_note and "could not be read" in healed.manifest_note
+    assert "rebuilt from 1 earlier batch report" in healed.manifest_note and len(calls(log)) == 2
+
+    manifest.unlink()
+    again = ingest_inbox(**settings)
+    assert again.status == "nothing_new" and again.manifest_note and "missing" in again.manifest_note
+    assert len(calls(log)) == 2 and manifest.is_file()
+
+    manifest.write_text('{"format": "docbatch-manifest", "version": 99, "key": "x", "source": "y"}')
+    with pytest.raises(ManifestError, match="newer docbatch"):
+        ingest_inbox(**settings)
+    assert not list((out / MANIFESTS).glob("*.lock"))  # the lock is released whatever happens
+
+
+def test_overlapping_runs_never_extract_a_file_twice(counting: tuple[str, Path], tmp_path: Path) -> None:
+    from flows.ingest import ingest_inbox
+
+    extractor, log = counting
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for n in range(20):
+        write(inbox, f"inv-{n:02d}.txt", f"invoice INV-{n}\n")
+    settings = dict(source=str(inbox), extraction=ExtractionSettings(extractor=extractor), export=ExportSettings(output_dir=str(tmp_path / "out"), formats=["csv"]), settle_s=0, max_concurrency=1)
+    reports = []
+    threads = [threading.Thread(target=lambda: reports.append(ingest_inbox(**settings))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.3)
+    for thread in threads:
+        thread.join(timeout=120)
+    assert sorted(r.status for r in reports) == ["busy", "completed"]
+    assert sorted(calls(log)) == sorted(f"inv-{n:02d}.txt" for n in range(20))  # each exactly once
+
+
+def test_a_file_still_being_written_waits_for_the_next_run(counting: tuple[str, Path], tmp_path: Path) -> None:
+    from flows.ingest import ingest_inbox
+
+    extractor, log = counting
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    write(inbox, "done.txt", "invoice DONE\n")
+    growing = write(inbox, "growing.txt", "invoice GROW\n")
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            with growing.open("a") as handle:
+                handle.write("more\n")
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    settings = dict(source=str(inbox), extraction=ExtractionSettings(extractor=extractor), export=ExportSettings(output_dir=str(tmp_path / "out"), formats=["csv"]), settle_s=1.0)
+    try:
+        first = ingest_inbox(**settings)
+    finally:
+        stop.set()
+        thread.join()
+    assert first.new == ["done.txt"] and first.deferred == ["growing.txt"] and calls(log) == ["done.txt"]
+    second = ingest_inbox(**settings)
+    assert second.new == ["growing.txt"] and second.deferred == [] and calls(log) == ["done.txt", "growing.txt"]
