@@ -216,6 +216,18 @@ def batches(
     Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
+@app.command()
+def webhook(
+    url: Annotated[str, typer.Argument(help="URL that receives a POST (JSON: batch name, status, totals, report) when a batch ends partially_failed or failed.")],
+    allow_private_urls: Annotated[bool, typer.Option("--allow-private-urls", help="Allow a URL on a private or loopback address.")] = False,
+) -> None:
+    """Create (or replace) the Prefect automation that calls URL when a batch ends with failures."""
+    from flows.webhook import AUTOMATION_NAME, install_webhook
+
+    automation_id = install_webhook(url, allow_private_urls=allow_private_urls)
+    Console().print(f"automation {AUTOMATION_NAME!r} ({automation_id}) calls the webhook block 'docbatch-batch-failures'")
+
+
 def print_summary(report: BatchReport, console: Console) -> None:
     table = Table(title=f"{report.name} — {report.status}", title_justify="left")
     for column, justify in (("#", "right"), ("file", "left"), ("status", "left"), ("pages", "right"), ("fields / error", "left")):

@@ -116,7 +116,8 @@ def collect_results(
         link.result()
     emit_event(
         event="docbatch.batch.completed",
-        resource={"prefect.resource.id": f"docbatch.batch.{flow_run_id or folder}", "prefect.resource.name": name},
+        # The status is also a resource label: automation triggers match labels, not payloads.
+        resource={"prefect.resource.id": f"docbatch.batch.{flow_run_id or folder}", "prefect.resource.name": name, "docbatch.status": status},
         payload={
             "status": status,
             "totals": totals.model_dump(),
