@@ -109,11 +109,14 @@ def collect_results(
         written = exports.finish(report)
         table.result()
     report = report.model_copy(update={"exports": written, "output_dir": destination.location(folder)})
-    # Two API calls that wait on the server, not on each other.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="docbatch-artifacts") as pool:
-        link = pool.submit(copy_context().run, publish_link, report, destination.link(folder, "report.json"))
+    # API calls that wait on the server, not on each other.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="docbatch-artifacts") as pool:
+        calls = [pool.submit(copy_context().run, publish_link, report, destination.link(folder, "report.json"))]
+        if flow_run_id:
+            calls.append(pool.submit(copy_context().run, tag_status, flow_run_id, status))
         publish_summary(report)
-        link.result()
+        for call in calls:
+            call.result()
     emit_event(
         event="docbatch.batch.completed",
         # The status is also a resource label: automation triggers match labels, not payloads.
@@ -133,7 +136,5 @@ def collect_results(
             payload={"file": result.ref.name, "uri": result.ref.uri, "error_kind": result.error_kind.value if result.error_kind else None,
                      "error": result.error, "batch_name": name, "flow_run_id": flow_run_id},
         )
-    if flow_run_id:
-        tag_status(flow_run_id, status)
     logger.info("%s: %s (%s); exports in %s", name, status, message, report.output_dir)
     return report
