@@ -32,6 +32,19 @@ setup() {
   cp requirements.lock "$VENV/.installed-lock"
 }
 
+# The UI tests drive Debian's chromium through Playwright (no browser download at run time).
+browser() {
+  if command -v chromium >/dev/null 2>&1; then
+    return
+  fi
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian's chromium for the UI tests (apt-get, once)..." >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "warning: chromium is missing and apt-get is not available: the UI test will fail" >&2
+  fi
+}
+
 # Quiet, offline-friendly Prefect defaults; a PREFECT_API_URL already set still wins.
 export PREFECT_SERVER_ANALYTICS_ENABLED=${PREFECT_SERVER_ANALYTICS_ENABLED:-false}
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=${PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS:-180}
@@ -45,6 +58,7 @@ case "${1:-}" in
   test)
     shift
     setup
+    browser
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
   *)

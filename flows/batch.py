@@ -56,16 +56,16 @@ def _shard_crashed(refs: list[DocumentRef], exc: BaseException, extractor: str) 
 @flow(name="extract-batch", flow_run_name=batch_run_name, validate_parameters=True)
 def extract_batch(
     source: str = "examples/documents",
-    include: list[str] | None = None,
-    exclude: list[str] | None = None,
+    include: list[str] = [],  # noqa: B006 - never mutated; a list default renders as a list field in the UI (None added a confusing type switch)
+    exclude: list[str] = [],  # noqa: B006
     recursive: bool = True,
     max_concurrency: Annotated[int, Field(ge=1, le=64)] = 4,
-    batch_name: str | None = None,
+    batch_name: str = "",
     extraction: ExtractionSettings = ExtractionSettings(),
     export: ExportSettings = ExportSettings(),
     max_documents: Annotated[int, Field(ge=0)] = 1000,
     resume: bool = False,
-    documents: list[str] | None = None,
+    documents: list[str] = [],  # noqa: B006
 ) -> BatchReport:
     """Extract every document of a folder into structured records, exports and artifacts.
 
@@ -73,7 +73,7 @@ def extract_batch(
     batch ends `completed`, `partially_failed` (some documents failed) or `failed` (all did).
 
     Args:
-        source: What to read: a folder (absolute, or relative to the worker's working directory), an S3 prefix 's3://bucket/prefix', or a saved source block as '<block-type>/<name>' (e.g. 's3-source/inbox').
+        source: What to read: a folder (absolute, or relative to the worker's working directory), an S3 prefix 's3://bucket/prefix', or a saved source block as 'BLOCK-TYPE/NAME' (e.g. 's3-source/inbox').
         include: Glob patterns a file must match, e.g. '*.pdf'; a pattern with '/' matches the relative path. Empty: all files.
         exclude: Glob patterns that drop a file, e.g. 'drafts/*'.
         recursive: Also read sub-folders.
@@ -98,8 +98,8 @@ def extract_batch(
             loading = pool.submit(copy_context().run, resolve_extractor, extraction.extractor, max_pages=extraction.max_pages)
             destination = resolve_destination(export.output_dir)
             destination.check()
-            refs = list_documents(src, 0 if documents is not None else max_documents)
-            if documents is not None:
+            refs = list_documents(src, 0 if documents else max_documents)
+            if documents:
                 wanted = set(documents)
                 refs = [ref.model_copy(update={"index": n}) for n, ref in enumerate(r for r in refs if r.name in wanted)]
             refuse_if_too_many(src, refs, max_documents)

@@ -59,7 +59,7 @@ def _root() -> None:
 
 @app.command()
 def run(
-    source: Annotated[str, typer.Argument(help="What to extract: a folder, an S3 prefix 's3://bucket/prefix', or a saved source block '<block-type>/<name>' (e.g. 's3-source/inbox').")],
+    source: Annotated[str, typer.Argument(help="What to extract: a folder, an S3 prefix 's3://bucket/prefix', or a saved source block 'BLOCK-TYPE/NAME' (e.g. 's3-source/inbox').")],
     output: Annotated[str, typer.Option("--output", "-o", help="Where each batch gets a sub-folder of exports: a folder, 's3://bucket/prefix', or a saved destination block.")] = "output",
     formats: Annotated[
         Optional[list[str]],
@@ -71,7 +71,7 @@ def run(
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", "-x", help="Glob that drops a file, repeatable, e.g. 'drafts/*'.")] = None,
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Also read sub-folders.")] = True,
     max_documents: Annotated[int, typer.Option("--max-documents", help="Refuse a batch with more documents than this, before any work; 0 = unlimited.")] = 1000,
-    extractor: Annotated[str, typer.Option("--extractor", help="'embedded' (offline default) or a saved extractor block '<block-type>/<name>'.")] = "embedded",
+    extractor: Annotated[str, typer.Option("--extractor", help="'embedded' (offline default) or a saved extractor block 'BLOCK-TYPE/NAME'.")] = "embedded",
     keep_text: Annotated[bool, typer.Option("--keep-text", help="Keep each document's full text in the report and exports.")] = False,
     max_file_size_mb: Annotated[float, typer.Option("--max-file-size-mb", help="Documents larger than this fail as too_large.")] = 100.0,
     max_pages: Annotated[int, typer.Option("--max-pages", help="PDFs with more pages fail as too_large.")] = 2000,
@@ -121,7 +121,7 @@ def run(
             exclude=exclude or [],
             recursive=recursive,
             max_concurrency=concurrency,
-            batch_name=name,
+            batch_name=name or "",
             extraction=extraction,
             export=export,
             max_documents=max_documents,
@@ -168,7 +168,7 @@ def retry(
     from flows.retry import retry_failed
 
     try:
-        report = retry_failed(batch=batch, batch_name=name)
+        report = retry_failed(batch=batch, batch_name=name or "")
     except SourceUnavailable as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(unavailable_exit_code(exc)) from None

@@ -64,8 +64,8 @@ def _sha256(src: object, ref: DocumentRef) -> str | None:
 @flow(name="ingest-inbox", flow_run_name=ingest_run_name, validate_parameters=True)
 def ingest_inbox(
     source: str = "inbox",
-    include: list[str] | None = None,
-    exclude: list[str] | None = None,
+    include: list[str] = [],  # noqa: B006 - never mutated; renders as a list field in the UI
+    exclude: list[str] = [],  # noqa: B006
     recursive: bool = True,
     max_concurrency: Annotated[int, Field(ge=1, le=64)] = 4,
     extraction: ExtractionSettings = ExtractionSettings(),
@@ -81,7 +81,7 @@ def ingest_inbox(
     manifest: a run that finds another one running does nothing.
 
     Args:
-        source: What to watch: a folder, 's3://bucket/prefix', or a saved source block '<block-type>/<name>'.
+        source: What to watch: a folder, 's3://bucket/prefix', or a saved source block 'BLOCK-TYPE/NAME'.
         include: Glob patterns a file must match, e.g. '*.pdf'. Empty: all files.
         exclude: Glob patterns that drop a file.
         recursive: Also watch sub-folders.

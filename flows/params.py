@@ -13,7 +13,7 @@ class ExtractionSettings(BaseModel):
     extractor: str = Field(
         default="embedded",
         description="'embedded' (offline default: PDF text layer, DOCX, XLSX, HTML, CSV, text) "
-        "or a saved extractor block as '<block-type>/<name>', e.g. 'embedded-extractor/strict'.",
+        "or a saved extractor block as 'BLOCK-TYPE/NAME', e.g. 'embedded-extractor/strict'.",
     )
     keep_text: bool = Field(default=False, description="Keep each document's full text in the results and exports.")
     max_file_size_mb: float = Field(
@@ -30,20 +30,16 @@ class ExtractionSettings(BaseModel):
     )
 
 
-def _all_formats() -> list[ExportFormat]:
-    return list(ExportFormat)
-
-
 class ExportSettings(BaseModel):
     """Where and in which formats the batch's exports are written."""
 
     output_dir: str = Field(
         default="output",
         description="Where each batch gets its own sub-folder: a local folder, an S3 prefix 's3://bucket/prefix', "
-        "or a saved destination block as '<block-type>/<name>' (e.g. 's3-destination/results').",
+        "or a saved destination block as 'BLOCK-TYPE/NAME' (e.g. 's3-destination/results').",
     )
     formats: list[ExportFormat] = Field(
-        default_factory=_all_formats,
+        default=list(ExportFormat),  # a literal default, so the UI's form shows every format selected
         description="Export formats; report.json is always written. "
         "json: documents.json, jsonl: documents.jsonl, csv: documents.csv (+ line_items.csv), "
         "xlsx: documents.xlsx (documents, line_items, errors sheets), parquet: documents.parquet.",

@@ -24,7 +24,7 @@ def retry_run_name() -> str:
 
 
 @flow(name="retry-failed", flow_run_name=retry_run_name, validate_parameters=True)
-def retry_failed(batch: str, batch_name: str | None = None) -> BatchReport:
+def retry_failed(batch: str, batch_name: str = "") -> BatchReport:
     """Extract the failed documents of an earlier batch again, with that batch's settings.
 
     The new report keeps the earlier batch's input order: its succeeded and skipped documents
