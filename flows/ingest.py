@@ -138,6 +138,9 @@ def ingest_inbox(
         batch = extract_batch(
             source=source, include=include, exclude=exclude, recursive=recursive, max_concurrency=max_concurrency,
             batch_name=name, extraction=extraction, export=export, max_documents=0, documents=todo.todo,
+            # A run killed mid-batch left a checkpoint: the next run takes its finished documents
+            # from it instead of extracting them again (and publishes them once, in its exports).
+            resume=True,
         )
         record(manifest, batch.results, PurePosixPath(batch.output_dir or "").name, max_attempts=max_attempts)
         parked_now = [r.ref.name for r in batch.results if manifest.documents[r.ref.name].status == "parked"]

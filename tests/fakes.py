@@ -127,7 +127,7 @@ class ChangingDirectory(LocalDirectory):
     def iter_documents(self) -> Iterator[DocumentRef]:
         yield from super().iter_documents()
         for name in self.deleted:
-            (self.root / name).unlink()
+            (self.root / name).unlink(missing_ok=True)  # a second listing finds it gone already
         for name in self.appended:
             with (self.root / name).open("ab") as handle:
                 handle.write(b"\nLine added after the listing.\n")

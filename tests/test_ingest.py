@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -165,3 +166,38 @@ def test_a_file_still_being_written_waits_for_the_next_run(counting: tuple[str, 
     assert first.new == ["done.txt"] and first.deferred == ["growing.txt"] and calls(log) == ["done.txt"]
     second = ingest_inbox(**settings)
     assert second.new == ["growing.txt"] and second.deferred == [] and calls(log) == ["done.txt", "growing.txt"]
+
+
+def test_a_missing_source_fails_the_run_clearly_and_the_next_run_recovers(counting: tuple[str, Path], tmp_path: Path) -> None:
+    from blocks.errors import SourceUnavailable
+    from flows.ingest import ingest_inbox
+
+    extractor, log = counting
+    inbox = tmp_path / "inbox"
+    settings = dict(source=str(inbox), extraction=ExtractionSettings(extractor=extractor), export=ExportSettings(output_dir=str(tmp_path / "out"), formats=["csv"]), settle_s=0)
+    with pytest.raises(SourceUnavailable, match="does not exist"):
+        ingest_inbox(**settings)
+    inbox.mkdir()
+    write(inbox, "inv-1.txt", "invoice INV-1\n")
+    back = ingest_inbox(**settings)
+    assert back.status == "completed" and back.new == ["inv-1.txt"] and calls(log) == ["inv-1.txt"]
+
+
+def test_a_file_deleted_after_listing_is_a_vanished_result_tried_again_only_if_it_returns(prefect_api: str, tmp_path: Path) -> None:
+    from flows.ingest import ingest_inbox
+    from tests import fakes
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    write(inbox, "stays.txt", "Invoice no. A-100\n")
+    write(inbox, "goes.txt", "Invoice no. A-200\n")
+    name = f"vanishing-{uuid.uuid4().hex[:8]}"
+    fakes.ChangingDirectory(path=str(inbox), deleted=["goes.txt"]).save(name)
+    settings = dict(source=f"test-changing-directory/{name}", export=ExportSettings(output_dir=str(tmp_path / "out"), formats=["csv"]), settle_s=0)
+    report = ingest_inbox(**settings)
+    assert report.status == "partially_failed" and report.totals and report.totals.failed == 1
+    batch = json.loads(Path(report.batch_report or "").read_text())
+    assert {r["ref"]["name"]: r.get("error_kind") for r in batch["results"]} == {"goes.txt": "vanished", "stays.txt": None}
+    write(inbox, "goes.txt", "Invoice no. A-200\n")  # back again, so tried again (and deleted again)
+    again = ingest_inbox(**settings)
+    assert again.changed == ["goes.txt"] and again.unchanged == 1  # a different file than the one that vanished
