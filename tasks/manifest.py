@@ -159,11 +159,41 @@ def plan(manifest: Manifest, refs: list[DocumentRef], *, max_attempts: int) -> P
     return result
 
 
+def _is_stale(holder: dict) -> bool:
+    """A lock whose holder is gone: its process on this host has died, its flow run has ended,
+    or it is older than LOCK_STALE_S (a run on another host that crashed unseen)."""
+    if time.time() - float(holder.get("since") or 0) > LOCK_STALE_S:
+        return True
+    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+        try:
+            os.kill(holder["pid"], 0)
+        except ProcessLookupError:
+            return True  # killed (even with kill -9): nothing will ever release it
+        except PermissionError:
+            pass  # alive, another user's
+    owner = str(holder.get("owner") or "")
+    try:
+        import uuid
+
+        run_id = uuid.UUID(owner)
+    except ValueError:
+        return False
+    try:
+        from prefect import get_client
+
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(run_id).state
+    except Exception:  # noqa: BLE001 - no API, or no such run: keep the lock rather than guess
+        return False
+    return state is not None and state.is_final()
+
+
 class IngestLock:
     """One ingestion per manifest at a time: an exclusively created lock file at the destination.
 
     A run that finds the lock held by a live run stops at once ("another ingestion is running");
-    a lock older than LOCK_STALE_S (a crashed run) is taken over.
+    a lock whose holder is gone (its process died, its flow run ended, or older than
+    LOCK_STALE_S) is taken over.
     """
 
     def __init__(self, destination: Destination, key: str) -> None:
@@ -178,10 +208,10 @@ class IngestLock:
             return True
         text = self.destination.read_text(MANIFESTS, self.name)
         try:
-            since = float(json.loads(text or "{}").get("since", 0))
+            holder = json.loads(text or "{}")
         except ValueError:
-            since = 0.0
-        if time.time() - since > LOCK_STALE_S:
+            holder = {}
+        if _is_stale(holder):
             self.destination.delete(MANIFESTS, self.name)
             self.held = self.destination.create_exclusive(MANIFESTS, self.name, body=body)
         return self.held

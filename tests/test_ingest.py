@@ -201,3 +201,60 @@ def test_a_file_deleted_after_listing_is_a_vanished_result_tried_again_only_if_i
     write(inbox, "goes.txt", "Invoice no. A-200\n")  # back again, so tried again (and deleted again)
     again = ingest_inbox(**settings)
     assert again.changed == ["goes.txt"] and again.unchanged == 1  # a different file than the one that vanished
+
+
+def test_an_ingestion_killed_mid_batch_is_finished_by_the_next_run_without_doing_anything_twice(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from flows.ingest import ingest_inbox
+    from tasks.journal import JOURNAL_NAME
+    from tests.conftest import ROOT
+    from tests.counting import CountingExtractor
+
+    inbox, out, log = tmp_path / "inbox", tmp_path / "out", tmp_path / "calls.txt"
+    inbox.mkdir()
+    names = [f"inv-{n:03d}.txt" for n in range(120)]
+    for name in names:
+        write(inbox, name, f"invoice {name}\n")
+    block = f"killed-{uuid.uuid4().hex[:8]}"
+    CountingExtractor(calls_file=str(log), latency_ms=40).save(block)
+    script = (
+        "import tests.counting\n"
+        "from flows.ingest import ingest_inbox\n"
+        "from flows.params import ExportSettings, ExtractionSettings\n"
+        f"ingest_inbox(source={str(inbox)!r}, settle_s=0, max_concurrency=2, "
+        f"extraction=ExtractionSettings(extractor='test-counting-extractor/{block}'), "
+        f"export=ExportSettings(output_dir={str(out)!r}, formats=['csv', 'jsonl']))\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and child.poll() is None:
+        journals = list(out.glob(f"*/{JOURNAL_NAME}"))
+        if journals and len(journals[0].read_text().splitlines()) > 30:
+            os.kill(child.pid, signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    assert child.wait(timeout=30) == -signal.SIGKILL, "the ingestion ended before it could be killed"
+    recorded = {json.loads(line)["ref"]["name"] for line in journals[0].read_text().splitlines()[1:] if line.endswith("}")}
+    killed_calls = calls(log)
+
+    report = ingest_inbox(
+        source=str(inbox), settle_s=0, max_concurrency=2,
+        extraction=ExtractionSettings(extractor=f"test-counting-extractor/{block}"),
+        export=ExportSettings(output_dir=str(out), formats=["csv", "jsonl"]),
+    )
+    assert report.status == "completed" and sorted(report.new) == names  # the manifest had nothing yet
+    assert report.totals and report.totals.resumed == len(recorded) and report.totals.total == len(names)
+    second = calls(log)[len(killed_calls):]
+    assert sorted(second) == sorted(set(names) - recorded)  # only what the checkpoint lacked
+    exported = [json.loads(line)["ref"]["name"] for line in Path(report.batch_report or "").with_name("documents.jsonl").read_text().splitlines()]
+    assert exported == names  # each document once, in order
+    assert len(list(out.glob("*/report.json"))) == 1  # the killed run published nothing
+    assert ingest_inbox(
+        source=str(inbox), settle_s=0, extraction=ExtractionSettings(extractor=f"test-counting-extractor/{block}"),
+        export=ExportSettings(output_dir=str(out), formats=["csv"]),
+    ).status == "nothing_new"
