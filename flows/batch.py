@@ -104,7 +104,8 @@ def extract_batch(
                 listed = [r for r in refs if r.name in wanted]
                 # Asked for but gone since the caller listed: still one row each, read (and so
                 # reported as vanished) like any file that disappears under a batch.
-                gone = [name for name in dict.fromkeys(documents) if name not in {r.name for r in listed}]
+                found = {r.name for r in listed}
+                gone = [name for name in dict.fromkeys(documents) if name not in found]
                 root = src.describe().rstrip("/")
                 listed += [DocumentRef(index=0, uri=f"{root}/{name}", name=name, size=0, fingerprint="gone") for name in gone]
                 refs = [ref.model_copy(update={"index": n}) for n, ref in enumerate(listed)]
