@@ -123,20 +123,26 @@ def test_overlapping_runs_never_extract_a_file_twice(counting: tuple[str, Path],
     from flows.ingest import ingest_inbox
 
     extractor, log = counting
-    inbox = tmp_path / "inbox"
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
     inbox.mkdir()
-    for n in range(20):
-        write(inbox, f"inv-{n:02d}.txt", f"invoice INV-{n}\n")
-    settings = dict(source=str(inbox), extraction=ExtractionSettings(extractor=extractor), export=ExportSettings(output_dir=str(tmp_path / "out"), formats=["csv"]), settle_s=0, max_concurrency=1)
-    reports = []
-    threads = [threading.Thread(target=lambda: reports.append(ingest_inbox(**settings))) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-        time.sleep(0.3)
-    for thread in threads:
+    names = [f"inv-{n:02d}.txt" for n in range(80)]  # 80 x 20 ms at one at a time: the first run is still busy
+    for name in names:
+        write(inbox, name, f"invoice {name}\n")
+    settings = dict(source=str(inbox), extraction=ExtractionSettings(extractor=extractor), export=ExportSettings(output_dir=str(out), formats=["csv"]), settle_s=0, max_concurrency=1)
+    reports: list = []
+    first = threading.Thread(target=lambda: reports.append(ingest_inbox(**settings)))
+    first.start()
+    deadline = time.monotonic() + 60
+    while not list((out / MANIFESTS).glob("*.lock")) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the second run starts once the first holds the lock, whatever the machine's speed
+    assert list((out / MANIFESTS).glob("*.lock")), "the first run never took its lock"
+    second = threading.Thread(target=lambda: reports.append(ingest_inbox(**settings)))
+    second.start()
+    for thread in (first, second):
         thread.join(timeout=120)
     assert sorted(r.status for r in reports) == ["busy", "completed"]
-    assert sorted(calls(log)) == sorted(f"inv-{n:02d}.txt" for n in range(20))  # each exactly once
+    assert sorted(calls(log)) == names  # each exactly once
+    assert not list((out / MANIFESTS).glob("*.lock"))
 
 
 def test_a_file_still_being_written_waits_for_the_next_run(counting: tuple[str, Path], tmp_path: Path) -> None:
