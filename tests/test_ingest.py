@@ -119,13 +119,18 @@ def test_a_corrupt_or_missing_manifest_is_rebuilt_and_said_and_a_newer_one_refus
     assert not list((out / MANIFESTS).glob("*.lock"))  # the lock is released whatever happens
 
 
-def test_overlapping_runs_never_extract_a_file_twice(counting: tuple[str, Path], tmp_path: Path) -> None:
+def test_overlapping_runs_never_extract_a_file_twice(prefect_api: str, tmp_path: Path) -> None:
     from flows.ingest import ingest_inbox
+    from tests.counting import CountingExtractor
 
-    extractor, log = counting
+    log = tmp_path / "calls.txt"
+    extractor = f"test-counting-extractor/overlap-{uuid.uuid4().hex[:8]}"
+    # 60 documents x 100 ms, one at a time: the first run holds its lock for 6 s or more of
+    # sleeping, however slowly a loaded machine starts the second run's flow.
+    CountingExtractor(calls_file=str(log), latency_ms=100).save(extractor.split("/")[1])
     inbox, out = tmp_path / "inbox", tmp_path / "out"
     inbox.mkdir()
-    names = [f"inv-{n:02d}.txt" for n in range(80)]  # 80 x 20 ms at one at a time: the first run is still busy
+    names = [f"inv-{n:02d}.txt" for n in range(60)]
     for name in names:
         write(inbox, name, f"invoice {name}\n")
     settings = dict(source=str(inbox), extraction=ExtractionSettings(extractor=extractor), export=ExportSettings(output_dir=str(out), formats=["csv"]), settle_s=0, max_concurrency=1)
