@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from prefect.blocks.core import Block
 from pydantic import Field
@@ -226,12 +226,8 @@ class LocalFolder(Block):
         A crash or exception leaves at most a hidden `.tmp` file, never a file with the final
         name that looks complete but is not.
         """
-        pending = self.open_atomic(*parts)
-        try:
-            yield pending.path
-            pending.commit()
-        finally:
-            pending.abort()
+        with published(self.open_atomic(*parts)) as path:
+            yield path
 
     def open_atomic(self, *parts: str) -> AtomicFile:
         """A file written over time (while a batch runs) and published under its name by `commit()`."""
@@ -326,6 +322,16 @@ class LocalJournalFile:
     def delete(self) -> None:
         self.close()
         self.path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def published(pending: Any) -> Iterator[Path]:
+    """Yield a pending file's temporary path; publish it (`commit`) only if the block exits cleanly."""
+    try:
+        yield pending.path
+        pending.commit()
+    finally:
+        pending.abort()
 
 
 class AtomicFile:

@@ -30,7 +30,7 @@ from pydantic import Field
 
 from blocks.aws import MAX_ATTEMPTS, AwsCredentials
 from blocks.errors import DocumentError, SourceUnavailable
-from blocks.local import _guess_type, matches
+from blocks.local import _guess_type, matches, published
 from blocks.models import DocumentRef, ErrorKind
 
 log = logging.getLogger("docbatch.s3")
@@ -359,12 +359,8 @@ class S3Destination(Block):
     @contextlib.contextmanager
     def atomic_path(self, *parts: str) -> Iterator[Path]:
         """A local temporary path to write; uploaded to `parts` only if the block exits cleanly."""
-        pending = self.open_atomic(*parts)
-        try:
-            yield pending.path
-            pending.commit()
-        finally:
-            pending.abort()
+        with published(self.open_atomic(*parts)) as path:
+            yield path
 
     def open_atomic(self, *parts: str) -> S3AtomicUpload:
         """A local file written over time and published under its key by `commit()`."""

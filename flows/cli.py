@@ -137,15 +137,19 @@ def run(
         err.print(f"[red]internal error:[/] {type(exc).__name__}: {exc}")
         raise typer.Exit(EXIT_INTERNAL) from None
 
+    # + list-documents and collect-results
+    finish(report, as_json, err, extracted=report.totals.total - report.totals.resumed, concurrency=concurrency, other_task_runs=2)
+
+
+def finish(report: BatchReport, as_json: bool, err: Console, *, extracted: int, concurrency: int, other_task_runs: int) -> None:
+    """Wait for the server to hold the batch's history, print the report, exit with its code."""
     if report.flow_run_id:
         from flows.history import wait_for_history
         from tasks.sharding import plan_shards
 
-        extracted = report.totals.total - report.totals.resumed
-        expected = len(plan_shards(extracted, concurrency)) + 2  # + list-documents, collect-results
+        expected = len(plan_shards(extracted, concurrency)) + other_task_runs
         if not wait_for_history(report.flow_run_id, expected):
             err.print("[yellow]warning:[/] the Prefect server has not yet recorded every task run of this batch")
-
     if as_json:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
     else:
@@ -175,17 +179,11 @@ def retry(
     except Exception as exc:  # noqa: BLE001 - one line, distinct code
         err.print(f"[red]internal error:[/] {type(exc).__name__}: {exc}")
         raise typer.Exit(EXIT_INTERNAL) from None
-    if report.flow_run_id:
-        from flows.history import wait_for_history
-        from tasks.sharding import plan_shards
+    from flows.reports import load_report
 
-        retried = report.totals.total - sum(1 for r in report.results if r.attempts == 0 or r.status == "skipped")
-        wait_for_history(report.flow_run_id, len(plan_shards(retried, report.parameters.max_concurrency if report.parameters else 4)) + 1)
-    if as_json:
-        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
-    else:
-        print_summary(report, Console(width=None if sys.stdout.isatty() else 160))
-    raise typer.Exit(EXIT_BATCH_FAILED if report.status == "failed" else EXIT_OK)
+    retried = len(load_report(batch).failed_results())  # only these were extracted again
+    concurrency = report.parameters.max_concurrency if report.parameters else 4
+    finish(report, as_json, err, extracted=retried, concurrency=concurrency, other_task_runs=1)  # + collect-results
 
 
 @app.command()
