@@ -74,6 +74,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import itertools
 import json
 import math
 import os
@@ -172,7 +173,9 @@ def extractor_class() -> type:
             latency_ms: float = Field(default=50.0, ge=0)
 
             def extract(self, name: str, data: bytes) -> Extraction:
+                started = time.perf_counter()
                 time.sleep(self.latency_ms / 1000.0)
+                CALLS.append((started, time.perf_counter()))
                 return Extraction(
                     fields={"document": name, "size": len(data), "total": 42.5},
                     text="",
@@ -185,6 +188,33 @@ def extractor_class() -> type:
 
 
 _EXTRACTOR_CLASS: type | None = None
+CALLS: list[tuple[float, float]] = []  # (start, end) of each extractor call, for `slot_idle`
+
+
+def slot_idle(calls: list[tuple[float, float]], concurrency: int) -> dict[str, float]:
+    """Seconds of slot time not spent in an extractor call, from the first call's start to the
+    last call's end: while the slots fill up, in the middle, and in the tail once they empty."""
+    if not calls:
+        return {}
+    events = sorted([(start, 1) for start, _ in calls] + [(end, -1) for _, end in calls])
+    first, last = events[0][0], events[-1][0]
+    full = [t for (t, _), n in zip(events, itertools.accumulate(d for _, d in events)) if n >= concurrency]
+    ramp_end, tail_start = (full[0], full[-1]) if full else (last, last)
+    idle = {"ramp": 0.0, "middle": 0.0, "tail": 0.0}
+    in_flight, previous = 0, first
+    for moment, delta in events:
+        gap = (concurrency - in_flight) * (moment - previous)
+        idle["ramp" if moment <= ramp_end else "tail" if previous >= tail_start else "middle"] += gap
+        in_flight += delta
+        previous = moment
+    busy = sum(end - start for start, end in calls)
+    return {
+        "span_s": round(last - first, 3),
+        "idle_ramp_s": round(idle["ramp"] / concurrency, 3),
+        "idle_middle_s": round(idle["middle"] / concurrency, 3),
+        "idle_tail_s": round(idle["tail"] / concurrency, 3),
+        "call_beyond_latency_ms": round(1000 * busy / len(calls), 3),
+    }
 
 
 # --- measuring helpers ---------------------------------------------------------------------------
@@ -569,6 +599,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         with Sampler() as sampler:
             call_started_at = datetime.now(timezone.utc)
             started = time.perf_counter()
+            CALLS.clear()
             with profiled(args.profile):
                 report = run_flow(workdir / "documents", workdir / "out", concurrency, args.formats)
             flow_wall_s = time.perf_counter() - started
@@ -604,6 +635,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         # Each document's own time beyond L: the flow's from DocumentResult.duration_ms (read, hash,
         # extract), the thread pool's around read + extract. The difference is time the document's
         # thread waited for the GIL or a core while the process and the server did other work.
+        "slots": slot_idle(list(CALLS), concurrency),
         "doc_extra_ms_flow": per_document_ms([r.duration_ms for r in report.results], args.latency_ms),
         "doc_extra_ms_threadpool": per_document_ms(threadpool_durations, args.latency_ms),
         # Wall time from the call to the flow body's start (flow run creation, parameter validation),
@@ -665,6 +697,10 @@ def print_table(r: dict[str, Any], out: Any) -> None:
     row("flow setup (to 1st extract run)", t.get("setup_s"), f"listing {t.get('list_s')}")
     row("extraction phase", t.get("extract_phase_s"),
         f"slots busy in task runs {t.get('task_busy_ratio')}, in-task overhead {t.get('in_task_overhead_s')} s")
+    slots = r.get("slots") or {}
+    if slots:
+        row("  extractor calls: first to last", slots["span_s"], f"mean call {slots['call_beyond_latency_ms']} ms")
+        row("  slots idle (per slot, s)", slots["idle_middle_s"], f"between calls; filling {slots['idle_ramp_s']}, emptying {slots['idle_tail_s']}")
     row("gap before collector", t.get("gap_before_collect_s"))
     row("collector (exports, artifacts)", t.get("collect_s"))
     row("collector end -> flow run end", t.get("finalize_s"))

@@ -191,11 +191,11 @@ def run_batch(
     )
 
     journal = BatchJournal.open(destination, folder, JournalHeader(batch_key=key, batch_name=name, source=src.describe()))
-    exports = ExportStream(destination, folder, formats, declared_fields=extractor.output_fields)
+    exports = ExportStream(destination, folder, formats, declared_fields=extractor.output_fields, expected=len(refs))
     ordered = InOrder(len(refs), exports.add)
     ordered.offer(taken.values())
     try:
-        with batch_runtime(batch_id, max_concurrency, len(refs), progress_id, finished=len(taken), journal=journal):
+        with batch_runtime(batch_id, max_concurrency, len(refs), progress_id, finished=len(taken), journal=journal) as runtime:
             if shards:
                 # A runner per batch, bounded by the run's own max_concurrency parameter, so the
                 # UI's value takes effect whatever task runner the flow was deployed with. With
@@ -236,6 +236,7 @@ def run_batch(
             parameters=parameters,
             batch_key=key,
         )
+        runtime.settle()
     except BaseException:
         exports.close()  # nothing half-written under a final name; the journal stays for `resume`
         journal.close()

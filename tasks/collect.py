@@ -103,17 +103,16 @@ def collect_results(
         batch_key=batch_key,
         results=results,
     )
-    # The table artifact is an upload (I/O) and the exports are local CPU work: overlap them.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="docbatch-artifacts") as pool:
-        table = pool.submit(copy_context().run, publish_table, report)
-        written = exports.finish(report)
-        table.result()
-    report = report.model_copy(update={"exports": written, "output_dir": destination.location(folder)})
-    # API calls that wait on the server, not on each other.
+    # API calls wait on the server and the exports on the disk (or the export writer's
+    # process): overlap them. The table and the status tag need nothing from the exports; the
+    # summary and the link name the export files, so they go once those are published.
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="docbatch-artifacts") as pool:
-        calls = [pool.submit(copy_context().run, publish_link, report, destination.link(folder, "report.json"))]
+        calls = [pool.submit(copy_context().run, publish_table, report)]
         if flow_run_id:
             calls.append(pool.submit(copy_context().run, tag_status, flow_run_id, status))
+        written = exports.finish(report)
+        report = report.model_copy(update={"exports": written, "output_dir": destination.location(folder)})
+        calls.append(pool.submit(copy_context().run, publish_link, report, destination.link(folder, "report.json")))
         publish_summary(report)
         for call in calls:
             call.result()

@@ -10,7 +10,9 @@ import pytest
 
 from blocks.local import LocalFolder
 from blocks.models import BatchReport, BatchTotals, DocumentRef, DocumentResult, ErrorKind, ExportFormat
-from tasks.exports import documents_frame, flatten, line_item_rows, write_exports
+from tasks.export_files import ExportWriter
+from tasks.export_process import ExportProcess
+from tasks.exports import PROCESS_FROM, ExportStream, documents_frame, flatten, line_item_rows, write_exports
 
 
 def result(index: int, status: str = "succeeded", **fields) -> DocumentResult:
@@ -76,3 +78,97 @@ def test_atomic_path_leaves_nothing_when_the_writer_fails(tmp_path: Path) -> Non
             raise RuntimeError("crash mid-write")
     assert (tmp_path / "b" / "documents.csv").read_text() == "complete\n"
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["documents.csv"]
+
+
+# --- the child-process writer used by large batches ---------------------------------------------
+
+
+def many_results(count: int) -> list[DocumentResult]:
+    """Varied rows: failures, line items, and a field that first appears late (the workbook's
+    streamed header then lacks it and the whole sheet is rewritten at the end)."""
+    results = []
+    for index in range(count):
+        if index % 17 == 5:
+            results.append(result(index, "failed"))
+        elif index == count - 3:
+            results.append(result(index, total=index, late_field="x"))
+        else:
+            results.append(result(index, total=index * 1.5, vendor={"name": f"v{index % 7}"},
+                                  line_items=[{"d": f"item {index}", "qty": index % 3}] if index % 4 == 0 else []))
+    return results
+
+
+def report_of(results: list[DocumentResult]) -> BatchReport:
+    now = datetime.now(timezone.utc)
+    failed = sum(r.status == "failed" for r in results)
+    return BatchReport(
+        name="t", source="s", status="partially_failed", message="m",
+        totals=BatchTotals(total=len(results), succeeded=len(results) - failed, failed=failed),
+        progress=100, started=now, finished=now, duration_s=0, extractor="e", results=results,
+    )
+
+
+def stream_in_chunks(stream: ExportStream, results: list[DocumentResult], size: int = 37) -> None:
+    for start in range(0, len(results), size):
+        stream.add(results[start:start + size])
+
+
+def assert_same_exports(one: dict[str, str], other: dict[str, str]) -> None:
+    assert list(one) == list(other)
+    for name in ("documents.csv", "line_items.csv", "documents.jsonl", "documents.json"):
+        assert Path(one[name]).read_bytes() == Path(other[name]).read_bytes(), name
+    pd.testing.assert_frame_equal(pd.read_parquet(one["documents.parquet"]), pd.read_parquet(other["documents.parquet"]))
+    for sheet, frame in pd.read_excel(one["documents.xlsx"], sheet_name=None).items():
+        pd.testing.assert_frame_equal(frame, pd.read_excel(other["documents.xlsx"], sheet_name=sheet), obj=sheet)
+    reports = [BatchReport.model_validate_json(Path(w["report.json"]).read_text()) for w in (one, other)]
+    assert reports[0].results == reports[1].results
+    assert [r.exports for r in reports] == [one, other]
+
+
+def test_a_large_batch_writes_its_exports_in_a_child_process_with_the_same_result(tmp_path: Path) -> None:
+    results = many_results(PROCESS_FROM + 50)
+    report = report_of(results)
+    folder = LocalFolder(path=str(tmp_path))
+
+    in_process = ExportStream(folder, "here", list(ExportFormat), expected=0)
+    assert isinstance(in_process.writer, ExportWriter)
+    stream_in_chunks(in_process, results)
+    here = in_process.finish(report)
+
+    child = ExportStream(folder, "child", list(ExportFormat), expected=len(results))
+    assert isinstance(child.writer, ExportProcess)
+    stream_in_chunks(child, results)
+    assert not (tmp_path / "child" / "documents.csv").exists()  # nothing final before finish
+    there = child.finish(report)
+
+    assert child.writer.process.returncode == 0
+    assert_same_exports(here, there)
+    assert sorted(p.name for p in (tmp_path / "child").iterdir()) == sorted(Path(w).name for w in there.values())
+
+
+def test_a_dead_export_process_loses_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    results = many_results(PROCESS_FROM + 10)
+    report = report_of(results)
+    folder = LocalFolder(path=str(tmp_path))
+    reference = write_exports(report, folder, "reference", list(ExportFormat))
+
+    stream = ExportStream(folder, "b", list(ExportFormat), expected=len(results))
+    assert isinstance(stream.writer, ExportProcess)
+    stream_in_chunks(stream, results[:100])
+    stream.writer.process.kill()  # the OOM killer, say
+    stream.writer.process.wait()
+    stream_in_chunks(stream, results[100:])
+    with caplog.at_level("WARNING", logger="docbatch.exports"):
+        written = stream.finish(report)
+    assert "writing the exports in this process instead" in caplog.text
+    assert_same_exports(reference, written)
+    assert not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_an_abandoned_stream_stops_its_child_and_publishes_nothing(tmp_path: Path) -> None:
+    stream = ExportStream(LocalFolder(path=str(tmp_path)), "b", list(ExportFormat), expected=PROCESS_FROM)
+    stream_in_chunks(stream, many_results(50))
+    process = stream.writer.process
+    stream.close()  # the batch failed
+    assert process.poll() is not None
+    assert list((tmp_path / "b").iterdir()) == []

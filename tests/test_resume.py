@@ -19,7 +19,7 @@ from blocks.models import DocumentRef, DocumentResult
 from tasks.journal import JOURNAL_NAME, BatchJournal, JournalHeader, find_resumable
 from tests.conftest import ROOT
 
-DOCUMENTS = 160  # above the per-document limit: a sharded batch, as large batches run
+DOCUMENTS = 240  # a sharded batch, as large batches run, with its exports written by a child process
 # The CLI as a user runs it, in a child process that also imports the test extractor's module
 # so that the saved block's class is known there.
 CLI = [sys.executable, "-c", "import tests.counting; from flows.cli import main; main()"]
@@ -53,6 +53,29 @@ def journal_names(path: Path) -> list[str]:
     return names
 
 
+def export_processes(parent: int) -> list[int]:
+    """Child processes of `parent` running the export writer."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            ppid = next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("PPid:"))
+            cmdline = (status.parent / "cmdline").read_bytes()
+        except (OSError, StopIteration, ValueError):
+            continue
+        if ppid == parent and b"tasks.export_process" in cmdline:
+            found.append(int(status.parent.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie waiting for whoever adopted it to reap it."""
+    try:
+        state = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("State:"))
+    except (OSError, StopIteration):
+        return False
+    return state.split()[1] != "Z"
+
+
 def comparable(frame: pd.DataFrame) -> pd.DataFrame:
     """Exports without the per-document timings, the one thing two runs never share."""
     return frame.drop(columns=["duration_ms"]).reset_index(drop=True)
@@ -78,11 +101,17 @@ def test_kill_9_halfway_then_resume_extracts_only_the_rest(cli_env: dict[str, st
         found = list((tmp_path / "out").glob(f"*/{JOURNAL_NAME}"))
         if found and len(found[0].read_text().splitlines()) > 40:
             journal = found[0]
+            writers = export_processes(child.pid)
             os.kill(child.pid, signal.SIGKILL)
             break
         time.sleep(0.005)
     assert child.wait(timeout=30) == -signal.SIGKILL, f"the batch ended before it could be killed: {child.stderr.read()[-2000:] if child.stderr else ''}"
     assert journal is not None
+    assert writers, "a batch of this size writes its exports in a child process"
+    deadline = time.monotonic() + 10
+    while any(map(running, writers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(running, writers)), "the export writer outlived the killed batch"
     batch_folder = journal.parent
     recorded = journal_names(journal)
     assert 40 <= len(recorded) < DOCUMENTS
