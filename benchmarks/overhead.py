@@ -56,7 +56,7 @@ variant, or another knob, for experiments only; without it nothing is patched:
     per_document_limit=INT  one task run per document up to this many documents (default 100)
     max_shard=INT           largest shard (default 250)
     divisor=FLOAT           guided shard size = ceil(remaining / (divisor * C)) (default 2)
-    min_shard=INT           smallest shard (default 1)
+    min_shard=INT           smallest shard (default tasks.sharding.MIN_SHARD)
     spare=INT               flows.batch.SPARE_SHARD_THREADS, task runs started beside the C busy ones in
                             a sharded batch so the next shard's start-up overlaps (default 2)
     progress_every_s=FLOAT  tasks.runtime.PROGRESS_EVERY_S, how often the progress artifact is updated (default 1.0)
@@ -384,7 +384,7 @@ def experimental_plan(experiment: dict[str, Any]) -> Callable[[int, int], list[t
     per_document_limit = experiment.get("per_document_limit", sharding.PER_DOCUMENT_LIMIT)
     max_shard = experiment.get("max_shard", sharding.MAX_SHARD)
     divisor = experiment.get("divisor", 2.0)
-    min_shard = experiment.get("min_shard", 1)
+    min_shard = experiment.get("min_shard", sharding.MIN_SHARD)
 
     def plan(total: int, max_concurrency: int) -> list[tuple[int, int]]:
         if total <= per_document_limit:

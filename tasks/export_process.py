@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,7 +35,6 @@ from blocks.models import DocumentResult
 
 F_SETPIPE_SZ = 1031  # Linux: a 1 MiB pipe holds about 2,000 results while the child imports pandas
 PIPE_BYTES = 1 << 20
-CHUNK = 256  # results per DataFrame in the child: fewer, larger frames to concatenate at the end
 FINISH = b"FINISH "
 
 
@@ -51,6 +51,7 @@ class ExportProcess:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         self._stderr: IO[bytes] = tempfile.TemporaryFile()
         self.failed: str | None = None
+        self.answered = False
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tasks.export_process"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env,
@@ -92,7 +93,9 @@ class ExportProcess:
             except ValueError:
                 code = self.process.wait()
                 reply = {"error": f"exit code {code}: {self._stderr_tail() or 'no answer'}"}
-            if not reply.get("ok"):
+            if reply.get("ok"):
+                self.answered = True
+            else:
                 self.failed = str(reply.get("error") or "no answer")
         if self.failed is not None:
             raise ExportProcessFailed(self.failed)
@@ -103,13 +106,11 @@ class ExportProcess:
         return lines[-1] if lines else ""
 
     def close(self) -> None:
-        """Reap the child, stopping it first unless it finished; its files are the caller's to discard."""
-        try:
-            if self.failed is None and self.process.poll() is None and self.process.stdin.closed:  # type: ignore[union-attr]
-                self.process.wait(timeout=5)  # it answered and is exiting
-        except subprocess.TimeoutExpired:
-            pass
-        if self.process.poll() is None:
+        """Stop the child unless it answered; its files are the caller's to publish or discard."""
+        if self.answered:
+            # It is in os._exit: reap it on the side instead of waiting (about 30 ms under load).
+            threading.Thread(target=self.process.wait, name="docbatch-export-reaper", daemon=True).start()
+        elif self.process.poll() is None:
             self.process.kill()
             self.process.wait()
         for stream in (self.process.stdin, self.process.stdout):
@@ -134,35 +135,39 @@ def _die_with_parent() -> None:
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the batch process, which stops us
     _die_with_parent()
-    stdin, stdout = sys.stdin.buffer, sys.stdout
-    config: dict[str, Any] = json.loads(stdin.readline() or b"{}")
-    if not config:
-        return 1
+    fd, stdout = sys.stdin.fileno(), sys.stdout
+    pending = b""
+    while b"\n" not in pending:
+        chunk = os.read(fd, PIPE_BYTES)
+        if not chunk:
+            return 1
+        pending += chunk
+    line, pending = pending.split(b"\n", 1)
+    config: dict[str, Any] = json.loads(line)
     from tasks.export_files import ExportWriter, warm_up
 
     warm_up(config["paths"])
     writer = ExportWriter({name: Path(path) for name, path in config["paths"].items()}, config["declared_fields"])
-    lines: list[str] = []
-
-    def flush() -> None:
-        texts = [line.rstrip("\n") for line in lines]
-        writer.add([DocumentResult.model_validate_json(text) for text in texts], texts)
-        lines.clear()
-
     try:
-        for raw in stdin:
-            if raw.startswith(FINISH):
-                flush()
-                writer.finish(raw[len(FINISH):].decode())
+        while True:
+            # Whatever has arrived is one chunk of rows: the writer stays level with the batch,
+            # so FINISH finds next to nothing left to add.
+            *lines, pending = pending.split(b"\n")
+            finish = next((n for n, text in enumerate(lines) if text.startswith(FINISH)), None)
+            texts = [text.decode() for text in (lines if finish is None else lines[:finish])]
+            if texts:
+                writer.add([DocumentResult.model_validate_json(text) for text in texts], texts)
+            if finish is not None:
+                writer.finish(lines[finish][len(FINISH):].decode())
                 stdout.write(json.dumps({"ok": True, "documents": writer.count}) + "\n")
                 stdout.flush()
                 # Every file is closed and on disk: skip the interpreter's teardown of pandas and
                 # pyarrow (0.1-0.2 s here), which the batch would otherwise wait for.
                 os._exit(0)
-            lines.append(raw.decode())
-            if len(lines) >= CHUNK:
-                flush()
-        return 1  # stdin closed without FINISH: the batch is not going to publish these files
+            chunk = os.read(fd, PIPE_BYTES)
+            if not chunk:
+                return 1  # stdin closed without FINISH: the batch is not going to publish these files
+            pending += chunk
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which writes the exports itself
         import traceback
 
