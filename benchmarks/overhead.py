@@ -650,6 +650,9 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "server_cpu_s": round(server_cpu_after - server_cpu_before, 3) if server_cpu_before is not None and server_cpu_after is not None else None,
         "cpu_count": os.cpu_count(),
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        # The export writer process of a large batch (reaped by then); 0 when the batch wrote its
+        # exports in process. The Prefect server is a child too but still running, so not counted.
+        "export_process_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
         "rss_before_mb": round(sampler.baseline, 1),
         "rss_peak_during_mb": round(sampler.peak, 1),
         "rss_delta_mb": round(sampler.peak - sampler.baseline, 1),
@@ -712,6 +715,7 @@ def print_table(r: dict[str, Any], out: Any) -> None:
         row(f"  thread {name[:24]}", cpu)
     print("memory (MB)", file=out)
     row("peak RSS of the process", r["peak_rss_mb"])
+    row("peak RSS of the export writer", r["export_process_peak_rss_mb"], "child process writing the export files")
     row("RSS before -> peak during run", f"{r['rss_before_mb']} -> {r['rss_peak_during_mb']}", f"delta {r['rss_delta_mb']}")
     row("server RSS now / peak", f"{r['server_rss_mb']} / {r['server_peak_rss_mb']}")
     print("history", file=out)
