@@ -105,6 +105,8 @@ def _uniform(frame: pd.DataFrame) -> pd.DataFrame:
     """Give every object column a single type, as Parquet requires: mixed columns become text."""
     frame = frame.copy()
     for column in frame.columns:
+        if frame[column].dtype != object:
+            continue  # numbers, nullable ints and pandas' string dtype hold one type already
         values = [v for v in frame[column].tolist() if v is not None and not (isinstance(v, float) and pd.isna(v))]
         kinds = {type(v) for v in values}
         if not kinds or len(kinds) == 1 and kinds <= {str, int, float, bool}:
