@@ -504,6 +504,16 @@ def _vm_peak() -> int:
     return 0
 
 
+def kill_on_parent_death() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (PR_SET_PDEATHSIG); a no-op elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _die_with_parent() -> None:
     """SIGKILL this worker when the forkserver exits, which it does when the batch process dies.
 
@@ -521,13 +531,7 @@ def _die_with_parent() -> None:
         except OSError:
             pass
         server._forkserver_alive_fd = None  # type: ignore[union-attr]
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    kill_on_parent_death()
     if os.getppid() == 1:  # the forkserver was already gone before prctl
         os._exit(1)
 

@@ -31,6 +31,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
+from blocks.isolation import kill_on_parent_death
 from blocks.models import DocumentResult
 
 F_SETPIPE_SZ = 1031  # Linux: a 1 MiB pipe holds about 2,000 results while the child imports pandas
@@ -122,19 +123,9 @@ class ExportProcess:
         self._stderr.close()
 
 
-def _die_with_parent() -> None:
-    """SIGKILL this process when the batch process dies (stdin's EOF covers the rest)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the batch process, which stops us
-    _die_with_parent()
+    kill_on_parent_death()  # stdin's EOF covers the rest
     fd, stdout = sys.stdin.fileno(), sys.stdout
     pending = b""
     while b"\n" not in pending:
