@@ -30,6 +30,8 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_S = 180.0  # the first start migrates a fresh SQLite database: slow on 2 cores
 STOP_TIMEOUT_S = 20.0
+API_RETRIES = 5  # as PREFECT_CLIENT_MAX_RETRIES
+RETRYABLE_STATUS = frozenset({429, 502, 503})
 
 
 def _free_port() -> int:
@@ -324,8 +326,18 @@ class PrefectServer:
     # -- API -------------------------------------------------------------------------------
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One REST call, e.g. `server.api("GET", f"/flow_runs/{id}")`; returns the decoded JSON."""
-        response = httpx.request(method, f"{self.api_url}{path}", timeout=30, **kwargs)
+        """One REST call, e.g. `server.api("GET", f"/flow_runs/{id}")`; returns the decoded JSON.
+
+        Retried as Prefect's own client does: the server answers 503 when SQLite is busy (its
+        scheduler, the worker and the flows all write to one file) and expects the caller to come
+        back; 429 and 502 likewise.
+        """
+        for attempt in range(API_RETRIES + 1):
+            response = httpx.request(method, f"{self.api_url}{path}", timeout=30, **kwargs)
+            if response.status_code not in RETRYABLE_STATUS or attempt == API_RETRIES:
+                break
+            retry_after = response.headers.get("Retry-After", "")
+            time.sleep(float(retry_after) if retry_after.replace(".", "", 1).isdigit() else 0.5 * 2**attempt)
         response.raise_for_status()
         return response.json() if response.content else None
 
