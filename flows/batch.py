@@ -10,7 +10,6 @@ from datetime import datetime, timezone
 from typing import Annotated
 
 from prefect import flow, unmapped
-from prefect.artifacts import create_progress_artifact
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Failed
@@ -24,7 +23,6 @@ from blocks.extractor import Extractor
 from blocks.models import ExportFormat
 from blocks.resolve import Destination, Source, resolve_destination, resolve_extractor, resolve_source
 from flows.params import ExportSettings, ExtractionSettings
-from tasks.artifacts import PROGRESS_KEY
 from tasks.collect import batch_folder_name, collect_results
 from tasks.exports import ExportStream
 from tasks.journal import BatchJournal, JournalHeader, batch_key, find_resumable
@@ -180,11 +178,6 @@ def run_batch(
         "Batch %r: %d document(s) from %s, %d task run(s), at most %d at once, extractor %s",
         name, len(refs), src.describe(), len(shards), max_concurrency, extractor.label,
     )
-    progress_id = create_progress_artifact(
-        progress=100.0 if len(taken) == len(refs) else round(100.0 * len(taken) / len(refs), 1),
-        key=PROGRESS_KEY,
-        description=f"{name}: {len(taken)} of {len(refs)} documents finished",
-    )
     extract = extract_documents.with_options(
         retries=extraction.retries,
         retry_delay_seconds=[extraction.retry_backoff_s * 2**n for n in range(extraction.retries)] or 0,
@@ -195,7 +188,7 @@ def run_batch(
     ordered = InOrder(len(refs), exports.add)
     ordered.offer(taken.values())
     try:
-        with batch_runtime(batch_id, max_concurrency, len(refs), progress_id, finished=len(taken), journal=journal) as runtime:
+        with batch_runtime(batch_id, max_concurrency, len(refs), progress_title=name, finished=len(taken), journal=journal) as runtime:
             if shards:
                 # A runner per batch, bounded by the run's own max_concurrency parameter, so the
                 # UI's value takes effect whatever task runner the flow was deployed with. With

@@ -82,7 +82,7 @@ def publish_table(report: BatchReport) -> None:
 
 
 def publish_summary(report: BatchReport) -> None:
-    """The summary names the export files, so it is published once they are written."""
+    """Counts, failures and the export files (named where `finish` will publish them)."""
     create_markdown_artifact(markdown=summary_markdown(report), key=SUMMARY_KEY, description=f"{report.name}: summary")
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextvars import copy_context
 from datetime import datetime, timezone
 
@@ -15,6 +16,7 @@ from prefect.logging import get_run_logger
 from blocks.resolve import Destination
 from blocks.models import BatchParameters, BatchReport, BatchStatus, BatchTotals, DocumentResult
 from tasks.artifacts import publish_link, publish_summary, publish_table
+from tasks.export_files import REPORT_NAME
 from tasks.exports import ExportStream
 
 
@@ -86,6 +88,7 @@ def collect_results(
         message += f" ({resumed} taken from the interrupted run's checkpoint)"
     finished = datetime.now(timezone.utc)
     attempted = totals.succeeded + totals.failed
+    written = exports.locations(results)
     report = BatchReport(
         name=name,
         flow_run_id=flow_run_id,
@@ -102,18 +105,26 @@ def collect_results(
         parameters=parameters,
         batch_key=batch_key,
         results=results,
+        exports=written,
+        output_dir=destination.location(folder),
     )
     # API calls wait on the server and the exports on the disk (or the export writer's
-    # process): overlap them. The table and the status tag need nothing from the exports; the
-    # summary and the link name the export files, so they go once those are published.
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="docbatch-artifacts") as pool:
-        calls = [pool.submit(copy_context().run, publish_table, report)]
+    # process): overlap them. The summary names the export files before they are published
+    # (their names and places are fixed up front, and publishing follows within a fraction of
+    # a second); should publishing fail, a corrected summary replaces it before the error is
+    # raised. The link points at report.json, so it goes once that exists.
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="docbatch-artifacts") as pool:
+        calls = [pool.submit(copy_context().run, publish_table, report), pool.submit(copy_context().run, publish_summary, report)]
         if flow_run_id:
             calls.append(pool.submit(copy_context().run, tag_status, flow_run_id, status))
-        written = exports.finish(report)
-        report = report.model_copy(update={"exports": written, "output_dir": destination.location(folder)})
-        calls.append(pool.submit(copy_context().run, publish_link, report, destination.link(folder, "report.json")))
-        publish_summary(report)
+        try:
+            exports.finish(report)
+        except BaseException as exc:
+            wait(calls)
+            with contextlib.suppress(Exception):
+                publish_summary(report.model_copy(update={"exports": {}, "message": f"{message}; the exports could not be written: {exc}"}))
+            raise
+        calls.append(pool.submit(copy_context().run, publish_link, report, destination.link(folder, REPORT_NAME)))
         for call in calls:
             call.result()
     emit_event(

@@ -81,13 +81,20 @@ class ExportStream:
             self.writer.add(results, [r.model_dump_json() for r in results])
             self.count += len(results)
 
+    def locations(self, results: list[DocumentResult]) -> dict[str, str]:
+        """Where each file of these results' exports will be once `finish` has published them.
+
+        Known before they are written, so the collector can announce them while they are.
+        """
+        names = [*export_names(self.formats, has_line_items(results)), REPORT_NAME]
+        return {name: self.destination.location(self.folder, name) for name in names}
+
     def finish(self, report: BatchReport) -> dict[str, str]:
         """Write what is left, publish every file (report.json last) and say where each is."""
         destination, folder = self.destination, self.folder
         try:
-            names = export_names(self.formats, has_line_items(report.results))
-            written = {name: destination.location(folder, name) for name in names}
-            written[REPORT_NAME] = destination.location(folder, REPORT_NAME)
+            written = self.locations(report.results)
+            names = [name for name in written if name != REPORT_NAME]
             final = report.model_copy(update={"exports": written, "output_dir": destination.location(folder)})
             head = final.model_dump_json(exclude={"results"})
             try:

@@ -15,6 +15,7 @@ from blocks.models import BatchReport, ErrorKind
 from flows.batch import extract_batch
 from flows.history import recorded_task_runs, wait_for_history
 from flows.params import ExportSettings, ExtractionSettings
+from tasks.export_files import ExportWriter
 from tasks.sharding import plan_shards
 from tests import fakes
 from tests.conftest import copy_into, corpus
@@ -52,14 +53,16 @@ def run(folder: Path, out: Path, extractor: str = "embedded", **kwargs) -> Batch
 
 
 def read_artifacts(flow_run_id: str) -> dict[str, object]:
+    """The flow run's artifacts by key (one version each)."""
+    return {a.key: a for a in read_all_artifacts(flow_run_id) if a.key}
+
+
+def read_all_artifacts(flow_run_id: str) -> list:
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[uuid.UUID(flow_run_id)]))
-        )
-    return {a.key: a for a in artifacts if a.key}
+        return client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[uuid.UUID(flow_run_id)])))
 
 
 def test_public_invoices_in_input_order_with_exports(tmp_path: Path) -> None:
@@ -186,6 +189,32 @@ def test_artifacts_have_stable_keys_and_counts(tmp_path: Path) -> None:
     summary = artifacts["docbatch-summary"].data
     assert "partially_failed" in summary and "doc-0002.txt" in summary and "scripted to be corrupt" in summary
     assert report.output_dir in summary and "| 5 | 4 | 1 | 0 | 80.0 % |" in summary
+
+
+def test_exports_that_cannot_be_written_fail_the_batch_and_the_summary_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The summary goes out while the exports are being finished; when they then fail, the
+    # summary left in the UI must not list files that were never published.
+    def disk_full(self: ExportWriter, report_head: str) -> None:  # a full disk cannot be staged here
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ExportWriter, "finish", disk_full)
+    text_files(tmp_path / "in", 3)
+    name = f"disk full {uuid.uuid4().hex[:8]}"
+    with pytest.raises(OSError, match="No space left on device"):
+        run(tmp_path / "in", tmp_path / "out", batch_name=name)
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    with get_client(sync_client=True) as client:
+        [flow_run] = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
+    assert flow_run.state.is_failed()
+    summaries = [a for a in read_all_artifacts(str(flow_run.id)) if a.key == "docbatch-summary"]
+    latest = max(summaries, key=lambda a: a.created).data
+    assert "could not be written" in latest and "No space left on device" in latest
+    assert "## Exports" not in latest and "documents.csv" not in latest
+    published = [p.name for p in (tmp_path / "out").rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert published == ["journal.jsonl"]  # kept for `resume`; no export under a final name
 
 
 def test_nested_fields_and_line_items_exports(tmp_path: Path) -> None:
