@@ -61,8 +61,13 @@ def test_a_schedule_runs_ingestion_twice_and_the_second_run_takes_only_the_new_f
         server.api("PATCH", f"/deployments/{deployment['id']}", json={"paused": True})
 
         def completed_runs() -> list[dict]:
-            runs = server.api("POST", "/flow_runs/filter", json={"deployments": {"id": {"any_": [deployment["id"]]}}, "limit": 50})
-            return [r for r in runs if r["state_type"] == "COMPLETED"]
+            # Filtered by state on the server: the scheduler creates runs ahead of time, and an
+            # unfiltered page of 50 could hold only scheduled or cancelled ones.
+            return server.api("POST", "/flow_runs/filter", json={
+                "deployments": {"id": {"any_": [deployment["id"]]}},
+                "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
+                "limit": 50,
+            })
 
         wait_for(lambda: len(completed_runs()) >= 2, 120, "two completed scheduled runs", server)
         completed = completed_runs()
