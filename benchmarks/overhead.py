@@ -54,11 +54,7 @@ representative). `--experiment KEY=VALUE` (repeatable) replaces the flow's shard
 variant, or another knob, for experiments only; without it nothing is patched:
 
     per_document_limit=INT  one task run per document up to this many documents (default 100)
-    max_shard=INT           largest shard (default 250)
-    divisor=FLOAT           guided shard size = ceil(remaining / (divisor * C)) (default 2)
-    min_shard=INT           smallest shard (default tasks.sharding.MIN_SHARD)
-    spare=INT               flows.batch.SPARE_SHARD_THREADS, task runs started beside the C busy ones in
-                            a sharded batch so the next shard's start-up overlaps (default 2)
+    no_steal=1              a shard never takes documents from another (tasks.work.SharedWork)
     progress_every_s=FLOAT  tasks.runtime.PROGRESS_EVERY_S, how often the progress artifact is updated (default 1.0)
     switch_interval=FLOAT   sys.setswitchinterval for the run (CPython's default 0.005 s): how long a
                             thread waking from I/O or sleep may wait for the GIL
@@ -73,10 +69,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import itertools
 import json
-import math
 import os
 import re
 import resource
@@ -102,10 +98,7 @@ BLOCK_NAME = "bench"
 WARMUP_DOCUMENTS = 5
 EXPERIMENT_KEYS = {
     "per_document_limit": int,
-    "max_shard": int,
-    "divisor": float,
-    "min_shard": int,
-    "spare": int,
+    "no_steal": int,
     "progress_every_s": float,
     "switch_interval": float,
     "skip_return_scan": int,
@@ -377,33 +370,15 @@ def profiled(path: str | None) -> Iterator[None]:
 # --- the shard plan used by the flow ---------------------------------------------------------------
 
 
-def experimental_plan(experiment: dict[str, Any]) -> Callable[[int, int], list[tuple[int, int]]]:
-    """A copy of tasks.sharding.plan_shards with the experiment's knobs (benchmark only)."""
+def experimental_plan(experiment: dict[str, Any]) -> Callable[[int, int], list[range]]:
+    """tasks.sharding.plan_shards with the experiment's per-document limit (benchmark only)."""
     from tasks import sharding
 
-    per_document_limit = experiment.get("per_document_limit", sharding.PER_DOCUMENT_LIMIT)
-    max_shard = experiment.get("max_shard", sharding.MAX_SHARD)
-    divisor = experiment.get("divisor", 2.0)
-    min_shard = experiment.get("min_shard", sharding.MIN_SHARD)
-
-    def plan(total: int, max_concurrency: int) -> list[tuple[int, int]]:
-        if total <= per_document_limit:
-            return [(i, i + 1) for i in range(total)]
-        shards: list[tuple[int, int]] = []
-        start = 0
-        while start < total:
-            remaining = total - start
-            size = max(min_shard, min(max_shard, math.ceil(remaining / (divisor * max_concurrency))))
-            size = max(1, min(size, remaining))
-            shards.append((start, start + size))
-            start += size
-        return shards
-
-    return plan
+    return functools.partial(sharding.plan_shards, per_document_limit=experiment["per_document_limit"])
 
 
 @contextlib.contextmanager
-def applied_experiment(experiment: dict[str, Any]) -> Iterator[Callable[[int, int], list[tuple[int, int]]]]:
+def applied_experiment(experiment: dict[str, Any]) -> Iterator[Callable[[int, int], list[range]]]:
     """Yield the plan the flow will use; patch anything only when an experiment is given."""
     import flows.batch
 
@@ -418,11 +393,15 @@ def applied_experiment(experiment: dict[str, Any]) -> Iterator[Callable[[int, in
             stack.callback(setattr, owner, name, saved)
 
         plan = flows.batch.plan_shards
-        if experiment.keys() & {"per_document_limit", "max_shard", "divisor", "min_shard"}:
+        if "per_document_limit" in experiment:
             plan = experimental_plan(experiment)
             patch(flows.batch, "plan_shards", plan)
-        if "spare" in experiment:
-            patch(flows.batch, "SPARE_SHARD_THREADS", int(experiment["spare"]))
+            patch(flows.batch, "PER_DOCUMENT_LIMIT", experiment["per_document_limit"])
+        if experiment.get("no_steal"):
+            import tasks.work
+
+            take = tasks.work.SharedWork.take
+            patch(tasks.work.SharedWork, "take", lambda self, shard, steal=True: take(self, shard, steal=False))
         if "progress_every_s" in experiment:
             import tasks.runtime
 
@@ -624,7 +603,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "log_level": args.log_level,
         "experiment": args.experiment or None,
         "shards": len(shards),
-        "largest_shard": max((e - s for s, e in shards), default=0),
+        "largest_shard": max((len(shard) for shard in shards), default=0),
         "flow_wall_s": round(flow_wall_s, 3),
         "threadpool_wall_s": round(threadpool_s, 3),
         "ideal_s": round(ideal_s, 3),

@@ -78,9 +78,8 @@ class LocalDirectory(Block):
     def iter_documents(self) -> Iterator[DocumentRef]:
         """Yield documents in a stable order (sorted relative paths), holding no bytes.
 
-        Works on path strings and builds references without re-validating what it just
-        computed: pathlib objects, mimetypes and pydantic validation took over half of the
-        0.8 s a 10,000-file folder took to list here.
+        Works on path strings with cached media types: pathlib objects and mimetypes took
+        over half of the 0.8 s a 10,000-file folder took to list here.
         """
         self.check()
         root = str(self.root.resolve())
@@ -132,8 +131,10 @@ class LocalDirectory(Block):
             except OSError:
                 info = None
         size, mtime_ns = (info.st_size, info.st_mtime_ns) if info is not None else (0, 0)
-        # Every value is built here from a stat result, so pydantic's validation is skipped.
-        return DocumentRef.model_construct(
+        # Validated, although every value comes from a stat result: pydantic-core's validation
+        # (about 4 µs) costs half of `model_construct`'s Python loop (about 9 µs), 0.05 s per
+        # 10,000 files.
+        return DocumentRef(
             index=index,
             uri=path,
             name=relative,

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
 from datetime import datetime, timezone
-from typing import Annotated
+from queue import Empty, SimpleQueue
+from typing import Annotated, Any
 
 from prefect import flow, unmapped
+from prefect.futures import PrefectFuture
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Failed
@@ -29,7 +31,8 @@ from tasks.journal import BatchJournal, JournalHeader, batch_key, find_resumable
 from tasks.extract import ExtractOptions, extract_documents
 from tasks.listing import list_documents, refuse_if_too_many
 from tasks.runtime import batch_runtime
-from tasks.sharding import PER_DOCUMENT_LIMIT, SPARE_SHARD_THREADS, plan_shards
+from tasks.sharding import PER_DOCUMENT_LIMIT, plan_shards
+from tasks.work import SharedWork
 
 
 
@@ -43,12 +46,59 @@ def batch_run_name() -> str:
     return name or default_batch_name()
 
 
-def _shard_crashed(refs: list[DocumentRef], exc: BaseException, extractor: str) -> list[DocumentResult]:
-    error = exc if isinstance(exc, DocumentError) else DocumentError(ErrorKind.internal, f"extraction task crashed: {type(exc).__name__}: {exc}")
-    return [
-        DocumentResult(ref=ref, status="failed", error=error.message, error_kind=error.kind, error_transient=error.transient, extractor=extractor)
-        for ref in refs
-    ]
+def _shard_crashed(ref: DocumentRef, exc: BaseException | None, extractor: str) -> DocumentResult:
+    """The row of a document whose task run crashed before giving it a result."""
+    if isinstance(exc, DocumentError):
+        error = exc
+    elif exc is None:  # only if a task run ended without finishing a document it took: a bug
+        error = DocumentError(ErrorKind.internal, "extraction ended without a result for this document")
+    else:
+        error = DocumentError(ErrorKind.internal, f"extraction task crashed: {type(exc).__name__}: {exc}")
+    return DocumentResult(ref=ref, status="failed", error=error.message, error_kind=error.kind, error_transient=error.transient, extractor=extractor)
+
+
+def stream_results(delivered: SimpleQueue[tuple[DocumentResult, str] | None], futures: Sequence[PrefectFuture[Any]], ordered: InOrder) -> None:
+    """Offer each final result to `ordered` as it arrives, until every task run has ended.
+
+    Task runs put their results on `delivered` as each document finishes (see
+    `BatchRuntime.document_finished`), so the export stream works through the batch while it
+    runs; each finished task run adds a None after its last result. (Letting results gather
+    for 20 ms before taking them, to wake this thread less often, measured no difference.)
+    """
+    running = len(futures)
+    for future in futures:
+        future.add_done_callback(lambda _: delivered.put(None))
+    while running:
+        arrived: list[tuple[DocumentResult, str]] = []
+        item = delivered.get()
+        while True:
+            if item is None:
+                running -= 1
+            else:
+                arrived.append(item)
+            try:
+                item = delivered.get_nowait()
+            except Empty:
+                break
+        ordered.offer(arrived)
+
+
+def crashed_task_runs(futures: Sequence[PrefectFuture[Any]]) -> dict[int, BaseException]:
+    """The exception of each task run (by position) that ended without completing."""
+    crashed: dict[int, BaseException] = {}
+    for n, future in enumerate(futures):
+        future.wait()
+        if future.state.is_completed():
+            continue
+        try:
+            future.result()
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            crashed[n] = exc
+        else:
+            crashed[n] = RuntimeError(f"task run ended {future.state.type.value}")
+    return crashed
 
 
 @flow(name="extract-batch", flow_run_name=batch_run_name, validate_parameters=True)
@@ -166,13 +216,15 @@ def run_batch(
     run_id = flow_run.get_id()
     batch_id = run_id or uuid.uuid4().hex
     todo = [ref for ref in refs if ref.index not in taken]
-    shards = plan_shards(len(todo), max_concurrency)
+    shards = [[todo[position] for position in shard] for shard in plan_shards(len(todo), max_concurrency)]
+    sharded = len(todo) > PER_DOCUMENT_LIMIT
     options = ExtractOptions(
         batch_id=batch_id,
         max_concurrency=max_concurrency,
         max_file_bytes=int(extraction.max_file_size_mb * 1024 * 1024),
         keep_text=extraction.keep_text,
-        log_each_document=len(todo) <= PER_DOCUMENT_LIMIT,  # INFO lines cost 0.6-1 s per 1,000 documents
+        log_each_document=not sharded,  # INFO lines cost 0.6-1 s per 1,000 documents
+        shards=max(1, len(shards)),
     )
     logger.info(
         "Batch %r: %d document(s) from %s, %d task run(s), at most %d at once, extractor %s",
@@ -187,33 +239,34 @@ def run_batch(
     exports = ExportStream(destination, folder, formats, declared_fields=extractor.output_fields, expected=len(refs))
     ordered = InOrder(len(refs), exports.add)
     ordered.offer(taken.values())
+    work = SharedWork(shards) if sharded else None
     try:
-        with batch_runtime(batch_id, max_concurrency, len(refs), progress_title=name, finished=len(taken), journal=journal) as runtime:
+        with batch_runtime(
+            batch_id, max_concurrency, len(refs), progress_title=name, finished=len(taken), journal=journal, work=work,
+        ) as runtime:
             if shards:
                 # A runner per batch, bounded by the run's own max_concurrency parameter, so the
-                # UI's value takes effect whatever task runner the flow was deployed with. With
-                # shards, spare threads start the next task run while the slots are still busy
-                # (a task run's start and end cost 10-16 ms of engine work that would otherwise
-                # leave a slot idle); the batch's semaphore still bounds documents in flight.
-                spare = SPARE_SHARD_THREADS if len(todo) > PER_DOCUMENT_LIMIT else 0
-                with ThreadPoolTaskRunner(max_workers=min(max_concurrency + spare, len(shards))) as runner:
-                    futures = runner.map(
-                        extract,
-                        {
-                            "refs": [quote(todo[start:end]) for start, end in shards],
-                            "source": unmapped(src),
-                            "extractor": unmapped(extractor),
-                            "options": unmapped(options),
-                        },
-                    )
-                    for (start, end), future in zip(shards, futures):
-                        try:
-                            ordered.offer(future.result())
-                        except BaseException as exc:  # a crashed shard still yields one row per document
-                            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                                raise
-                            logger.warning("Extraction of documents %d-%d crashed: %s", todo[start].index, todo[end - 1].index, exc)
-                            ordered.offer(_shard_crashed(todo[start:end], exc, extractor.label))
+                # UI's value takes effect whatever task runner the flow was deployed with; the
+                # batch's slots bound documents in flight in any case.
+                with ThreadPoolTaskRunner(max_workers=min(max_concurrency, len(shards))) as runner:
+                    mapped = {
+                        "refs": [quote(shard) for shard in shards],
+                        "source": unmapped(src),
+                        "extractor": unmapped(extractor),
+                        "options": unmapped(options),
+                    }
+                    if sharded:
+                        mapped["shard"] = list(range(len(shards)))
+                    futures = runner.map(extract, mapped)
+                    stream_results(runtime.delivered, futures, ordered)
+                    crashed = crashed_task_runs(futures)
+                missing = [ref for ref in todo if ref.index not in ordered.seen]
+                if missing:
+                    owners = work.holders(ref.index for ref in missing) if work else {shard[0].index: n for n, shard in enumerate(shards)}
+                    for n, exc in crashed.items():
+                        lost = sum(owners.get(ref.index) == n for ref in missing)
+                        logger.warning("Extraction task run %d of %d crashed, %d document(s) unfinished: %s", n + 1, len(shards), lost, exc)
+                    ordered.offer([_shard_crashed(ref, crashed.get(owners.get(ref.index, -1)), extractor.label) for ref in missing])
         journal.close()
         report = collect_results(
             quote(ordered.results),
@@ -252,22 +305,30 @@ def settings_key(src: Source, include: list[str], exclude: list[str], recursive:
 class InOrder:
     """Hands results on in input order, as soon as every earlier document has one.
 
-    Shards finish in any order and resumed results arrive first; the export stream must see
-    documents 0, 1, 2, ... so its files keep input order while they are written.
+    Task runs finish documents in any order and resumed results arrive first; the export
+    stream must see documents 0, 1, 2, ... so its files keep input order while they are
+    written. Each result may come with its JSON (`text`), serialised once for the journal and
+    passed on so the exports need not serialise it again.
     """
 
-    def __init__(self, total: int, sink: Callable[[list[DocumentResult]], None]) -> None:
+    def __init__(self, total: int, sink: Callable[[list[DocumentResult], list[str | None]], None]) -> None:
         self.total = total
         self.sink = sink
-        self.waiting: dict[int, DocumentResult] = {}
+        self.waiting: dict[int, tuple[DocumentResult, str | None]] = {}
         self.results: list[DocumentResult] = []
+        self.seen: set[int] = set()
 
-    def offer(self, results: Iterable[DocumentResult]) -> None:
-        for result in results:
-            self.waiting[result.ref.index] = result
+    def offer(self, results: Iterable[DocumentResult | tuple[DocumentResult, str | None]]) -> None:
+        for item in results:
+            result, text = item if isinstance(item, tuple) else (item, None)
+            self.waiting[result.ref.index] = (result, text)
+            self.seen.add(result.ref.index)
         ready: list[DocumentResult] = []
+        texts: list[str | None] = []
         while (index := len(self.results) + len(ready)) in self.waiting:
-            ready.append(self.waiting.pop(index))
+            result, text = self.waiting.pop(index)
+            ready.append(result)
+            texts.append(text)
         if ready:
             self.results.extend(ready)
-            self.sink(ready)
+            self.sink(ready, texts)

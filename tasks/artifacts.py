@@ -7,6 +7,7 @@ shows each as a history across runs of a deployment.
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
@@ -86,10 +87,21 @@ def publish_summary(report: BatchReport) -> None:
     create_markdown_artifact(markdown=summary_markdown(report), key=SUMMARY_KEY, description=f"{report.name}: summary")
 
 
-def publish_link(report: BatchReport, url: str | None) -> None:
-    """A link to the batch's report.json where it was published (a file:// URL or the S3 object)."""
-    if url:
-        create_link_artifact(
-            link=url, link_text=report.exports.get("report.json", url), key=LINK_KEY,
-            description=f"{report.name}: exports in {report.output_dir}",
-        )
+def publish_link(report: BatchReport, url: str | None) -> UUID | None:
+    """A link to the batch's report.json where it is published (a file:// URL or the S3 object)."""
+    if not url:
+        return None
+    return create_link_artifact(
+        link=url, link_text=report.exports.get("report.json", url), key=LINK_KEY,
+        description=f"{report.name}: exports in {report.output_dir}",
+    )
+
+
+def retract_link(artifact_id: UUID | None) -> None:
+    """Delete a link published for exports that then could not be written."""
+    if artifact_id is None:
+        return
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        client.delete_artifact(artifact_id)

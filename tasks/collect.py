@@ -15,7 +15,7 @@ from prefect.logging import get_run_logger
 
 from blocks.resolve import Destination
 from blocks.models import BatchParameters, BatchReport, BatchStatus, BatchTotals, DocumentResult
-from tasks.artifacts import publish_link, publish_summary, publish_table
+from tasks.artifacts import publish_link, publish_summary, publish_table, retract_link
 from tasks.export_files import REPORT_NAME
 from tasks.exports import ExportStream
 
@@ -50,11 +50,19 @@ STATUS_TAG = "docbatch-status:{}"
 
 
 def tag_status(flow_run_id: str, status: BatchStatus) -> None:
-    """Tag the flow run with its docbatch status, so the UI's run list can filter on it."""
-    from prefect import get_client
+    """Tag the flow run with its docbatch status, so the UI's run list can filter on it.
 
+    The run's tags come from its own context when this runs inside it (one API call instead of
+    two, at a moment the server is busiest), else from the API.
+    """
+    from prefect import get_client
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    run = context.flow_run if context is not None else None
     with get_client(sync_client=True) as client:
-        run = client.read_flow_run(flow_run_id)
+        if run is None or str(run.id) != str(flow_run_id):
+            run = client.read_flow_run(flow_run_id)
         tags = [t for t in run.tags if not t.startswith(STATUS_TAG.format(""))]
         client.update_flow_run(flow_run_id, tags=[*tags, STATUS_TAG.format(status)])
 
@@ -109,23 +117,26 @@ def collect_results(
         output_dir=destination.location(folder),
     )
     # API calls wait on the server and the exports on the disk (or the export writer's
-    # process): overlap them. The summary names the export files before they are published
-    # (their names and places are fixed up front, and publishing follows within a fraction of
-    # a second); should publishing fail, a corrected summary replaces it before the error is
-    # raised. The link points at report.json, so it goes once that exists.
+    # process): overlap them. The summary and the link name the export files before they are
+    # published (their names and places are fixed up front, and publishing follows within a
+    # fraction of a second); should publishing fail, a corrected summary replaces the summary
+    # and the link is deleted before the error is raised.
+    link = destination.link(folder, REPORT_NAME)
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="docbatch-artifacts") as pool:
         calls = [pool.submit(copy_context().run, publish_table, report), pool.submit(copy_context().run, publish_summary, report)]
+        linked = pool.submit(copy_context().run, publish_link, report, link)
         if flow_run_id:
             calls.append(pool.submit(copy_context().run, tag_status, flow_run_id, status))
         try:
             exports.finish(report)
         except BaseException as exc:
-            wait(calls)
+            wait([*calls, linked])
             with contextlib.suppress(Exception):
                 publish_summary(report.model_copy(update={"exports": {}, "message": f"{message}; the exports could not be written: {exc}"}))
+            with contextlib.suppress(Exception):
+                retract_link(linked.result())
             raise
-        calls.append(pool.submit(copy_context().run, publish_link, report, destination.link(folder, REPORT_NAME)))
-        for call in calls:
+        for call in [*calls, linked]:
             call.result()
     emit_event(
         event="docbatch.batch.completed",

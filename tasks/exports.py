@@ -8,6 +8,7 @@ in a child process (`tasks.export_process`) for large ones.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -75,10 +76,11 @@ class ExportStream:
     def paths(self) -> dict[str, Path]:
         return {name: pending.path for name, pending in self._pending.items()}
 
-    def add(self, results: list[DocumentResult]) -> None:
-        """Take the next results of the batch, in input order."""
+    def add(self, results: list[DocumentResult], texts: Sequence[str | None] | None = None) -> None:
+        """Take the next results of the batch, in input order (`texts`: their JSON where at hand)."""
         if results:
-            self.writer.add(results, [r.model_dump_json() for r in results])
+            given = texts if texts is not None else [None] * len(results)
+            self.writer.add(results, [text if text is not None else r.model_dump_json() for r, text in zip(results, given)])
             self.count += len(results)
 
     def locations(self, results: list[DocumentResult]) -> dict[str, str]:

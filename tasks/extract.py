@@ -2,14 +2,15 @@
 
 A shard is a list of references (no bytes). Its task run fetches each document from the
 source, extracts it and drops the bytes before taking the next one. Shards of one document
-give one task run per document (small batches); larger shards keep Prefect's per-task-run
-cost (about 5-9 ms of CPU here) from dominating large batches.
+give one task run per document (small batches); one shard per concurrency slot keeps
+Prefect's per-task-run cost from dominating large batches (`tasks.sharding`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from prefect import task
@@ -34,6 +35,7 @@ class ExtractOptions(BaseModel):
     max_file_bytes: int = Field(ge=1)
     keep_text: bool = False
     log_each_document: bool = True
+    shards: int = Field(default=1, ge=1, description="task runs the batch's documents were dealt to")
 
 
 class TransientFailures(Exception):
@@ -87,13 +89,17 @@ def extract_one(ref: DocumentRef, source: Source, extractor: Extractor, options:
 def _shard_run_name() -> str:
     from prefect.runtime import task_run
 
-    refs = task_run.parameters.get("refs") or []
+    parameters = task_run.parameters
+    refs = parameters.get("refs") or []
     if hasattr(refs, "unwrap"):  # the flow passes shards wrapped in prefect's `quote`
         refs = refs.unwrap()
-    if len(refs) == 1:
+    shard, options = parameters.get("shard"), parameters.get("options")
+    if len(refs) == 1 and shard is None:
         return f"extract {refs[0].name}"
     if not refs:
         return "extract nothing"
+    if shard is not None and options is not None:
+        return f"extract shard {shard + 1} of {options.shards}: {len(refs)} document{'s' if len(refs) != 1 else ''}"
     return f"extract {len(refs)} documents #{refs[0].index}-{refs[-1].index}"
 
 
@@ -119,12 +125,18 @@ def _retry_transient_only(task: Any, task_run: Any, state: Any) -> bool:
     persist_result=False,
 )
 def extract_documents(
-    refs: list[DocumentRef], source: Source, extractor: Extractor, options: ExtractOptions
+    refs: list[DocumentRef], source: Source, extractor: Extractor, options: ExtractOptions, shard: int | None = None
 ) -> list[DocumentResult]:
     """Extract a shard of documents, one at a time, each inside one of the batch's concurrency slots.
 
-    Results of a shard survive the task's own retries in the batch runtime, so a retry after a
-    transient error (HTTP 429, a timeout) re-extracts only the documents that hit one.
+    `shard` is this task run's number in a sharded batch: its documents then come from the
+    batch's shared queues, and once its own are done it takes the last ones of the busiest
+    other shard (`tasks.work`). Returns the results of the documents it extracted.
+
+    Results survive the task's own retries in the batch runtime, so a retry after a transient
+    error (HTTP 429, a timeout) re-extracts only the documents that hit one. Only a first
+    attempt takes documents from other shards, so a taken document gets as many attempts as
+    its own shard would have given it.
     """
     logger = get_run_logger()
     runtime = runtime_for(options.batch_id, options.max_concurrency)
@@ -134,12 +146,19 @@ def extract_documents(
     retries = context.task.retries if context else 0
     final_attempt = attempt > retries
     kept = runtime.kept.setdefault(run_key, {})
+    work = runtime.work if shard is not None and runtime.work is not None and shard < len(runtime.work) else None
+
+    def documents() -> Iterator[tuple[DocumentRef, DocumentResult | None]]:
+        for previous in [r for r in kept.values() if r.status == "failed" and r.error_transient]:
+            yield previous.ref, previous
+        if work is None:
+            yield from ((ref, None) for ref in refs if ref.index not in kept)
+        else:
+            while (ref := work.take(shard, steal=attempt == 1)) is not None:
+                yield ref, None
 
     with runtime.shard_slots() as slots:
-        for ref in refs:
-            previous = kept.get(ref.index)
-            if previous is not None and not (previous.status == "failed" and previous.error_transient):
-                continue
+        for ref, previous in documents():
             with slots.document(ref.index):
                 result = extract_one(ref, source, extractor, options)
             result.attempts = (previous.attempts if previous else 0) + 1
@@ -154,14 +173,19 @@ def extract_documents(
             elif options.log_each_document:
                 logger.info("%s: %s in %.0f ms", ref.name, result.status, result.duration_ms)
 
-    waiting = [r.name for r in refs if kept[r.index].status == "failed" and kept[r.index].error_transient]
+    waiting = [r.ref.name for r in kept.values() if r.status == "failed" and r.error_transient]
     if waiting and not final_attempt:
         raise TransientFailures(
             f"{len(waiting)} document(s) hit transient errors and will be retried: {', '.join(waiting[:5])}"
         )
     runtime.kept.pop(run_key, None)
-    results = [kept[r.index] for r in refs]
+    results = sorted(kept.values(), key=lambda r: r.ref.index)
     if not options.log_each_document:
         failed = sum(r.status == "failed" for r in results)
-        logger.info("%d document(s) extracted, %d failed", len(results) - failed, failed)
+        own = {ref.index for ref in refs}
+        others = sum(r.ref.index not in own for r in results)
+        logger.info(
+            "%d document(s) extracted, %d failed%s", len(results) - failed, failed,
+            f"; {others} of them taken over from busier shards" if others else "",
+        )
     return results

@@ -1,8 +1,8 @@
 """The batch's checkpoint: an append-only journal of finished documents, for `resume`.
 
-Why a journal and not Prefect's persisted task results: a task run here is a shard of up to
-250 documents, and a result is only persisted when the whole shard ends, so a crash would lose
-every finished document of the shards in flight; the shard plan also depends on
+Why a journal and not Prefect's persisted task results: in a large batch a task run is a shard
+of hundreds or thousands of documents, and a result is only persisted when the whole shard ends,
+so a crash would lose every finished document of the shards in flight; the shard plan also depends on
 `max_concurrency`, so a re-run with another value would match no cached shard. The journal
 records each document the moment it is final, whatever the shard, and a re-run matches
 documents by name and fingerprint.
@@ -68,8 +68,9 @@ class BatchJournal:
             file.append(header.model_dump_json() + "\n")
         return cls(file)
 
-    def record(self, result: DocumentResult) -> None:
-        line = result.model_dump_json() + "\n"
+    def record(self, result: DocumentResult, text: str | None = None) -> None:
+        """Append one final result (`text`: its `model_dump_json()`, when the caller has it)."""
+        line = (text if text is not None else result.model_dump_json()) + "\n"
         with self._lock:
             if self._open:
                 self._file.append(line)  # in the OS's hands now: survives the process being killed

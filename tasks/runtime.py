@@ -12,6 +12,7 @@ import contextvars
 import heapq
 import itertools
 import logging
+import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from uuid import UUID
 from blocks.models import DocumentResult
 from tasks.artifacts import PROGRESS_KEY
 from tasks.journal import BatchJournal
+from tasks.work import SharedWork
 
 PROGRESS_EVERY_S = 1.0
 
@@ -29,11 +31,11 @@ log = logging.getLogger("docbatch.progress")
 class OrderedSlots:
     """A counting semaphore that hands a freed slot to the waiter with the lowest priority.
 
-    Extraction threads pass the document's index, so documents get slots in input order. With
-    a plain semaphore the spare task runs of a sharded batch (see `SPARE_SHARD_THREADS`) took
-    slots at random, a large early shard fell behind and finished last, and every result after
-    it waited for it before the exports could take it (measured: up to 0.4 s of stream work
-    piled up at the batch's end).
+    Extraction threads pass the document's index, so documents get slots in input order
+    whenever more task runs are running than there are slots (another task runner, a thread
+    pool larger than the bound): with a plain semaphore slots went at random, an early
+    document could finish last, and every result after it waited for it before the exports
+    could take it (measured: up to 0.4 s of stream work piled up at a batch's end).
     """
 
     def __init__(self, size: int) -> None:
@@ -112,6 +114,8 @@ class BatchRuntime:
     finished: int = 0
     kept: dict[str, dict[int, DocumentResult]] = field(default_factory=dict)
     journal: BatchJournal | None = None
+    work: SharedWork | None = None
+    delivered: queue.SimpleQueue[tuple[DocumentResult, str] | None] | None = None
     last_progress: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -139,11 +143,19 @@ class BatchRuntime:
             self.last_progress.join(timeout)
 
     def document_finished(self, result: DocumentResult) -> None:
-        """Checkpoint one final result and count it; the batch's progress thread publishes the count."""
+        """Checkpoint one final result, count it and hand it to the flow.
+
+        The batch's progress thread publishes the count; the flow's thread takes the result
+        (with its JSON, serialised once for the journal and the exports) from `delivered` and
+        streams it to the exports while the batch goes on, rather than when its task run ends.
+        """
+        text = result.model_dump_json()
         if self.journal is not None:
-            self.journal.record(result)
+            self.journal.record(result, text)
         with self._lock:
             self.finished += 1
+        if self.delivered is not None:
+            self.delivered.put((result, text))
 
     def _publish_periodically(self, stop: threading.Event, title: str) -> None:
         """Create the progress artifact, then refresh it once a second until `stop`.
@@ -214,9 +226,13 @@ def batch_runtime(
     progress_title: str | None = None,
     finished: int = 0,
     journal: BatchJournal | None = None,
+    work: SharedWork | None = None,
 ) -> Iterator[BatchRuntime]:
     """The batch's runtime, with a thread that keeps a progress artifact (`progress_title`: the
     batch's name; None for no artifact) up to date once a second.
+
+    Each final result is put on `runtime.delivered`, which the caller drains; `work` holds a
+    sharded batch's document queues.
 
     Publishing from that thread rather than from the extraction threads keeps a blocking API
     call out of every shard's path (measured: about 0.4 s of a 10,000-document batch).
@@ -225,6 +241,8 @@ def batch_runtime(
     runtime.total = total
     runtime.finished = finished  # documents taken from a checkpoint count as finished
     runtime.journal = journal
+    runtime.work = work
+    runtime.delivered = queue.SimpleQueue()
     stop = threading.Event()
     publisher = threading.Thread(
         target=contextvars.copy_context().run,  # the Prefect client settings of the flow run

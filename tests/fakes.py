@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import ClassVar
 
+from prefect.context import TaskRunContext
 from pydantic import Field
 
 from blocks.errors import DocumentError
@@ -27,6 +28,7 @@ _LOCK = threading.Lock()
 _IN_FLIGHT: Counter[str] = Counter()
 PEAK: Counter[str] = Counter()
 CALLS: Counter[tuple[str, str]] = Counter()
+TASK_RUN: dict[tuple[str, str], str] = {}  # (tag, document) -> the task run that extracted it last
 
 
 class ScriptedExtractor(Extractor):
@@ -37,6 +39,7 @@ class ScriptedExtractor(Extractor):
 
     tag: str
     latency_ms: float = 0.0
+    slow_ms: dict[str, float] = Field(default_factory=dict, description="name -> latency replacing latency_ms")
     permanent_failures: list[str] = Field(default_factory=list)
     transient_failures: dict[str, int] = Field(default_factory=dict, description="name -> failures before success")
     with_line_items: bool = False
@@ -47,9 +50,12 @@ class ScriptedExtractor(Extractor):
             PEAK[self.tag] = max(PEAK[self.tag], _IN_FLIGHT[self.tag])
             CALLS[(self.tag, name)] += 1
             call = CALLS[(self.tag, name)]
+            context = TaskRunContext.get()
+            TASK_RUN[(self.tag, name)] = str(context.task_run.id) if context else ""
         try:
-            if self.latency_ms:
-                time.sleep(self.latency_ms / 1000)
+            latency_ms = self.slow_ms.get(name, self.latency_ms)
+            if latency_ms:
+                time.sleep(latency_ms / 1000)
             if name in self.permanent_failures:
                 raise DocumentError(ErrorKind.corrupt, f"{name} is scripted to be corrupt")
             if call <= self.transient_failures.get(name, 0):

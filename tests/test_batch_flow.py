@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 
 from blocks.errors import BatchRefused
-from blocks.models import BatchReport, ErrorKind
+from blocks.models import BatchReport, DocumentResult, ErrorKind
 from flows.batch import extract_batch
 from flows.history import recorded_task_runs, wait_for_history
 from flows.params import ExportSettings, ExtractionSettings
 from tasks.export_files import ExportWriter
+from tasks.runtime import BatchRuntime
 from tasks.sharding import plan_shards
 from tests import fakes
 from tests.conftest import copy_into, corpus
@@ -121,6 +122,50 @@ def test_sharded_large_batch_keeps_bound_order_and_full_history(tmp_path: Path) 
     assert recorded_task_runs(report.flow_run_id) == (expected_runs, expected_runs)
 
 
+def test_sharded_batch_shares_work_and_retries_only_transient_documents(tmp_path: Path) -> None:
+    names = text_files(tmp_path / "in", 120)  # over PER_DOCUMENT_LIMIT: one task run per slot
+    first_shard = names[0::3]  # dealt in turn: task run 1 of 3 gets documents 0, 3, 6, ...
+    flaky = {"doc-0004.txt": 1, "doc-0117.txt": 1}
+    extractor, tag = scripted(latency_ms=5, slow_ms={name: 60 for name in first_shard}, transient_failures=flaky)
+    report = run(tmp_path / "in", tmp_path / "out", extractor, max_concurrency=3, extraction={"retries": 2}, formats=["csv"])
+
+    assert [r.ref.name for r in report.results] == names
+    assert pd.read_csv(report.exports["documents.csv"])["file"].tolist() == names
+    assert report.status == "completed" and fakes.PEAK[tag] == 3
+    for name in names:
+        assert fakes.CALLS[(tag, name)] == 1 + flaky.get(name, 0), name  # never twice, but for a retry
+    assert [report.results[names.index(n)].attempts for n in flaky] == [2, 2]
+    # The first task run's documents are 12 times slower: the other two took over its last ones.
+    extracted_by = {fakes.TASK_RUN[(tag, name)] for name in first_shard}
+    assert len(extracted_by) > 1
+    assert wait_for_history(report.flow_run_id, 3 + 2)
+
+
+def test_a_crashed_task_run_costs_only_the_document_it_was_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    names = text_files(tmp_path / "in", 120)
+    extractor, tag = scripted(latency_ms=5)
+    finished = BatchRuntime.document_finished
+
+    def crash_on_one(self: BatchRuntime, result: DocumentResult) -> None:
+        if result.ref.name == "doc-0010.txt":  # the fourth document of task run 2 of 3
+            raise RuntimeError("simulated bug in the task run")
+        finished(self, result)
+
+    monkeypatch.setattr(BatchRuntime, "document_finished", crash_on_one)
+    report = run(tmp_path / "in", tmp_path / "out", extractor, max_concurrency=3, formats=["csv"])
+
+    assert [r.ref.name for r in report.results] == names
+    lost = report.results[10]
+    assert lost.status == "failed" and lost.error_kind == ErrorKind.internal
+    assert "simulated bug in the task run" in lost.error
+    # Its task run's other documents were extracted by the two others, each exactly once.
+    assert all(r.status == "succeeded" for r in report.results if r.ref.index != 10)
+    assert all(fakes.CALLS[(tag, name)] == 1 for name in names)
+    assert report.status == "partially_failed"
+    rows = pd.read_csv(report.exports["documents.csv"])
+    assert rows["file"].tolist() == names and rows["status"].tolist().count("failed") == 1
+
+
 def test_one_corrupt_document_gives_partially_failed(tmp_path: Path) -> None:
     copy_into(
         tmp_path / "in",
@@ -213,6 +258,7 @@ def test_exports_that_cannot_be_written_fail_the_batch_and_the_summary_says_so(t
     latest = max(summaries, key=lambda a: a.created).data
     assert "could not be written" in latest and "No space left on device" in latest
     assert "## Exports" not in latest and "documents.csv" not in latest
+    assert not [a for a in read_all_artifacts(str(flow_run.id)) if a.key == "docbatch-exports"]  # the link was retracted
     published = [p.name for p in (tmp_path / "out").rglob("*") if p.is_file() and not p.name.startswith(".")]
     assert published == ["journal.jsonl"]  # kept for `resume`; no export under a final name
 

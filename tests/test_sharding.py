@@ -1,24 +1,69 @@
-"""The shard plan: every document exactly once, in order, with enough shards to fill the slots."""
+"""The shard plan and the shared work queues: every document exactly once, slots kept busy to the end."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
-from tasks.sharding import MAX_SHARD, MIN_SHARD, PER_DOCUMENT_LIMIT, plan_shards
+from blocks.models import DocumentRef
+from tasks.sharding import PER_DOCUMENT_LIMIT, plan_shards
+from tasks.work import SharedWork
 
 
 @pytest.mark.parametrize(("total", "concurrency"), [(0, 4), (1, 1), (100, 4), (101, 4), (103, 64), (1000, 8), (10000, 8), (12345, 3)])
-def test_plan_covers_every_document_once_in_order(total: int, concurrency: int) -> None:
+def test_plan_covers_every_document_once(total: int, concurrency: int) -> None:
     shards = plan_shards(total, concurrency)
-    assert [i for start, end in shards for i in range(start, end)] == list(range(total))
-    sizes = [end - start for start, end in shards]
-    assert all(1 <= size <= MAX_SHARD for size in sizes)
+    assert sorted(i for shard in shards for i in shard) == list(range(total))
     if total > PER_DOCUMENT_LIMIT:
-        assert len(shards) >= min(concurrency, total // MIN_SHARD)  # enough shards to fill the slots
-        assert sizes == sorted(sizes, reverse=True)  # large first, small last
-        assert min(sizes[:-1] or [MIN_SHARD]) >= min(MIN_SHARD, -(-total // concurrency))
+        assert len(shards) == min(concurrency, total)  # one task run per slot
+        sizes = [len(shard) for shard in shards]
+        assert max(sizes) - min(sizes) <= 1
+        # Dealt in turn: the first document of every shard comes before the second of any.
+        assert sorted(shard[0] for shard in shards) == list(range(len(shards)))
+        assert all(list(shard) == sorted(shard) for shard in shards)
 
 
 def test_small_batches_get_one_task_run_per_document() -> None:
-    assert plan_shards(PER_DOCUMENT_LIMIT, 8) == [(i, i + 1) for i in range(PER_DOCUMENT_LIMIT)]
-    assert len(plan_shards(10000, 8)) < 150
+    assert plan_shards(PER_DOCUMENT_LIMIT, 8) == [range(i, i + 1) for i in range(PER_DOCUMENT_LIMIT)]
+
+
+def refs(count: int) -> list[DocumentRef]:
+    return [DocumentRef(index=i, uri=f"file:///d/{i}", name=f"{i}.txt", size=1, fingerprint=str(i)) for i in range(count)]
+
+
+def test_an_idle_shard_takes_the_last_documents_of_the_busiest() -> None:
+    documents = refs(10)
+    work = SharedWork([documents[0:2], documents[2:9], documents[9:10]])
+    assert [work.take(0).index, work.take(0).index] == [0, 1]
+    assert work.take(0, steal=False) is None
+    # Shard 0 is out of documents: it takes shard 1's last ones, shard 1 keeps its first.
+    assert [work.take(0).index, work.take(0).index] == [8, 7]
+    assert work.take(1).index == 2
+    assert work.stolen == 2
+    assert work.holders([7, 2, 5, 9]) == {7: 0, 2: 1, 5: 1, 9: 2}
+
+
+def test_threads_sharing_work_extract_each_document_exactly_once_and_end_together() -> None:
+    documents = refs(400)
+    shards = [[documents[i] for i in shard] for shard in plan_shards(400, 4)]
+    work = SharedWork(shards)
+    done: dict[int, list[int]] = {n: [] for n in range(4)}
+    ended: dict[int, float] = {}
+
+    def run(shard: int) -> None:
+        while (ref := work.take(shard)) is not None:
+            time.sleep(0.005 if shard == 0 else 0.001)  # shard 0's documents are five times slower
+            done[shard].append(ref.index)
+        ended[shard] = time.perf_counter()
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(i for indices in done.values() for i in indices) == list(range(400))
+    assert work.stolen > 0 and len(done[0]) < len(shards[0])  # the others took over shard 0's tail
+    # Without stealing shard 0 would end about 0.4 s after the others.
+    assert max(ended.values()) - min(ended.values()) < 0.2
