@@ -25,6 +25,7 @@ from blocks.extractor import Extractor
 from blocks.models import ExportFormat
 from blocks.resolve import Destination, Source, resolve_destination, resolve_extractor, resolve_source
 from flows.params import ExportSettings, ExtractionSettings
+from tasks.artifacts import DocumentsTable
 from tasks.collect import batch_folder_name, collect_results
 from tasks.exports import ExportStream
 from tasks.journal import BatchJournal, JournalHeader, batch_key, find_resumable
@@ -237,7 +238,13 @@ def run_batch(
 
     journal = BatchJournal.open(destination, folder, JournalHeader(batch_key=key, batch_name=name, source=src.describe()))
     exports = ExportStream(destination, folder, formats, declared_fields=extractor.output_fields, expected=len(refs))
-    ordered = InOrder(len(refs), exports.add)
+    table = DocumentsTable(name, len(refs))
+
+    def stream(ready: list[DocumentResult], texts: list[str | None]) -> None:
+        exports.add(ready, texts)
+        table.offer(ordered.results)
+
+    ordered = InOrder(len(refs), stream)
     ordered.offer(taken.values())
     work = SharedWork(shards) if sharded else None
     try:
@@ -281,6 +288,7 @@ def run_batch(
             resumed=resumed,
             parameters=parameters,
             batch_key=key,
+            table=quote(table),
         )
         runtime.settle()
     except BaseException:

@@ -6,12 +6,15 @@ shows each as a history across runs of a deployment.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import copy_context
 from typing import Any
 from uuid import UUID
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from blocks.models import BatchReport
+from blocks.models import BatchReport, DocumentResult
 
 TABLE_KEY = "docbatch-documents"
 SUMMARY_KEY = "docbatch-summary"
@@ -28,9 +31,9 @@ def _cell(value: Any) -> Any:
     return str(value)
 
 
-def table_rows(report: BatchReport) -> list[dict[str, Any]]:
+def table_rows(results: Sequence[DocumentResult]) -> list[dict[str, Any]]:
     rows = []
-    for result in report.results[:TABLE_ROW_LIMIT]:
+    for result in results[:TABLE_ROW_LIMIT]:
         row: dict[str, Any] = {"#": result.ref.index, "file": result.ref.name, "status": result.status}
         for key in KEY_FIELDS:
             row[key] = _cell(result.fields.get(key))
@@ -72,14 +75,49 @@ def summary_markdown(report: BatchReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def publish_table(report: BatchReport) -> None:
-    shown = min(len(report.results), TABLE_ROW_LIMIT)
-    more = f" (first {shown}; all rows are in the exports)" if shown < len(report.results) else ""
+def publish_table(results: Sequence[DocumentResult], name: str, total: int) -> None:
+    shown = min(total, TABLE_ROW_LIMIT)
+    more = f" (first {shown}; all rows are in the exports)" if shown < total else ""
     create_table_artifact(
-        table=table_rows(report),
+        table=table_rows(results),
         key=TABLE_KEY,
-        description=f"{report.name}: one row per document{more}",
+        description=f"{name}: one row per document{more}",
     )
+
+
+class DocumentsTable:
+    """The `docbatch-documents` artifact, sent as soon as its rows are final.
+
+    In a batch of more than `TABLE_ROW_LIMIT` documents the table shows the first ones only,
+    and they are final once the in-order stream has passed them: it is then sent from a
+    background thread while the batch goes on, instead of at its end (at 10,000 documents
+    its 5,000 rows took 0.45 s to publish beside the exports' finish). Otherwise the collector
+    sends it with the whole batch's results.
+    """
+
+    def __init__(self, name: str, total: int) -> None:
+        self.name = name
+        self.total = total
+        self._pool: ThreadPoolExecutor | None = None
+        self._sent: Future[None] | None = None
+
+    def offer(self, in_order: Sequence[DocumentResult]) -> None:
+        """Called with the results so far, in input order; sends the table once it is complete."""
+        if self._sent is None and self.total > TABLE_ROW_LIMIT and len(in_order) >= TABLE_ROW_LIMIT:
+            rows = list(in_order[:TABLE_ROW_LIMIT])
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="docbatch-table")
+            self._sent = self._pool.submit(copy_context().run, publish_table, rows, self.name, self.total)
+
+    def publish(self, results: Sequence[DocumentResult]) -> None:
+        """Send the table now, or wait for the early send (raising its error, if any)."""
+        if self._sent is None:
+            publish_table(results, self.name, self.total)
+            return
+        try:
+            self._sent.result()
+        finally:
+            assert self._pool is not None
+            self._pool.shutdown(wait=False)
 
 
 def publish_summary(report: BatchReport) -> None:

@@ -15,7 +15,7 @@ from prefect.logging import get_run_logger
 
 from blocks.resolve import Destination
 from blocks.models import BatchParameters, BatchReport, BatchStatus, BatchTotals, DocumentResult
-from tasks.artifacts import publish_link, publish_summary, publish_table, retract_link
+from tasks.artifacts import DocumentsTable, publish_link, publish_summary, retract_link
 from tasks.export_files import REPORT_NAME
 from tasks.exports import ExportStream
 
@@ -82,11 +82,13 @@ def collect_results(
     resumed: int = 0,
     parameters: BatchParameters | None = None,
     batch_key: str | None = None,
+    table: DocumentsTable | None = None,
 ) -> BatchReport:
     """Roll the results up, finish the exports, publish the artifacts and announce the batch's end.
 
     `exports` has been fed every result in input order while the batch ran (documents.jsonl,
     .json and .xlsx are mostly written by now); finishing it writes the rest and report.json.
+    `table`, when given, may have sent the documents table already (a large batch's).
     """
     logger = get_run_logger()
     results = sorted(results, key=lambda r: r.ref.index)
@@ -123,7 +125,8 @@ def collect_results(
     # and the link is deleted before the error is raised.
     link = destination.link(folder, REPORT_NAME)
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="docbatch-artifacts") as pool:
-        calls = [pool.submit(copy_context().run, publish_table, report), pool.submit(copy_context().run, publish_summary, report)]
+        table = table or DocumentsTable(name, len(results))
+        calls = [pool.submit(copy_context().run, table.publish, results), pool.submit(copy_context().run, publish_summary, report)]
         linked = pool.submit(copy_context().run, publish_link, report, link)
         if flow_run_id:
             calls.append(pool.submit(copy_context().run, tag_status, flow_run_id, status))

@@ -236,6 +236,30 @@ def test_artifacts_have_stable_keys_and_counts(tmp_path: Path) -> None:
     assert report.output_dir in summary and "| 5 | 4 | 1 | 0 | 80.0 % |" in summary
 
 
+def test_a_truncated_documents_table_is_sent_while_the_batch_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tasks.artifacts
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    monkeypatch.setattr(tasks.artifacts, "TABLE_ROW_LIMIT", 10)  # as with 5,000 of a larger batch
+    extractor, _ = scripted(latency_ms=50, permanent_failures=["doc-0003.txt"])
+    names = text_files(tmp_path / "in", 30)
+    report = run(tmp_path / "in", tmp_path / "out", extractor, max_concurrency=2, batch_name="early table", formats=["csv"])
+
+    [table] = [a for a in read_all_artifacts(report.flow_run_id) if a.key == "docbatch-documents"]
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert [row["file"] for row in rows] == names[:10]
+    assert rows[3]["status"] == "failed" and "scripted to be corrupt" in rows[3]["error"]
+    assert "first 10" in table.description
+    # Sent once its ten rows were final, with 20 documents (0.5 s of extraction) still to go:
+    # before the collector started.
+    assert wait_for_history(report.flow_run_id, 30 + 2)  # task runs reach the server as events
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(report.flow_run_id)])))
+    [collector] = [r for r in runs if r.name.startswith("collect-results")]
+    assert table.created < collector.start_time
+
+
 def test_exports_that_cannot_be_written_fail_the_batch_and_the_summary_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The summary goes out while the exports are being finished; when they then fail, the
     # summary left in the UI must not list files that were never published.

@@ -125,6 +125,31 @@ def assert_same_exports(one: dict[str, str], other: dict[str, str]) -> None:
     assert [r.exports for r in reports] == [one, other]
 
 
+def uniform_results(count: int) -> list[DocumentResult]:
+    return [result(index, total=index * 1.5, quantity=index % 5, vendor={"name": "ACME"}) for index in range(count)]
+
+
+def a_count_missing_late(count: int) -> list[DocumentResult]:
+    """Whole-number quantities, one missing after the first chunk: the column becomes float."""
+    return [result(index, "failed") if index == count - 10 else result(index, quantity=index % 5) for index in range(count)]
+
+
+@pytest.mark.parametrize(
+    ("make", "rewritten"),
+    [(uniform_results, False), (a_count_missing_late, True), (many_results, True), (lambda count: [], True)],
+    ids=["uniform", "int-column-turns-float", "column-first-seen-late", "empty"],
+)
+def test_the_streamed_csv_is_byte_for_byte_the_whole_tables_csv(tmp_path: Path, make, rewritten: bool) -> None:
+    results = make(1234)  # three chunks of FRAME_ROWS
+    writer = ExportWriter({"documents.csv": tmp_path / "documents.csv"})
+    for start in range(0, len(results), 7):
+        writer.add(results[start:start + 7])
+    writer.finish("{}")
+    expected = documents_frame(results).to_csv(index=False) if results else writer.documents().to_csv(index=False)
+    assert (tmp_path / "documents.csv").read_text() == expected
+    assert writer._csv is not None and writer._csv.rewritten is rewritten
+
+
 def test_a_large_batch_writes_its_exports_in_a_child_process_with_the_same_result(tmp_path: Path) -> None:
     results = many_results(PROCESS_FROM + 50)
     report = report_of(results)
