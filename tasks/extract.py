@@ -38,6 +38,21 @@ class ExtractOptions(BaseModel):
     shards: int = Field(default=1, ge=1, description="task runs the batch's documents were dealt to")
 
 
+class ShardSummary(BaseModel):
+    """What an extraction task run returns: counts only.
+
+    Each result reaches the flow through the batch runtime as soon as it is final; returning
+    them all again would make Prefect walk the list when the task run ends (about 10 µs per
+    result, at the batch's very end) and hold a second reference to every result.
+    """
+
+    extracted: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    skipped: int = 0
+    taken_over: int = Field(default=0, description="documents taken from busier shards")
+
+
 class TransientFailures(Exception):
     """Some documents of a shard hit transient errors; Prefect retries the task run for those only."""
 
@@ -126,12 +141,13 @@ def _retry_transient_only(task: Any, task_run: Any, state: Any) -> bool:
 )
 def extract_documents(
     refs: list[DocumentRef], source: Source, extractor: Extractor, options: ExtractOptions, shard: int | None = None
-) -> list[DocumentResult]:
+) -> ShardSummary:
     """Extract a shard of documents, one at a time, each inside one of the batch's concurrency slots.
 
     `shard` is this task run's number in a sharded batch: its documents then come from the
     batch's shared queues, and once its own are done it takes the last ones of the busiest
-    other shard (`tasks.work`). Returns the results of the documents it extracted.
+    other shard (`tasks.work`). Each final result goes to the flow through the batch runtime
+    (`BatchRuntime.document_finished`); the task run returns counts.
 
     Results survive the task's own retries in the batch runtime, so a retry after a transient
     error (HTTP 429, a timeout) re-extracts only the documents that hit one. Only a first
@@ -140,6 +156,8 @@ def extract_documents(
     """
     logger = get_run_logger()
     runtime = runtime_for(options.batch_id, options.max_concurrency)
+    if runtime.delivered is None:
+        raise RuntimeError("extract_documents runs inside a batch (flows.batch.run_batch), whose runtime collects its results")
     context = TaskRunContext.get()
     run_key = str(context.task_run.id) if context else "local"
     attempt = context.task_run.run_count if context else 1
@@ -179,13 +197,17 @@ def extract_documents(
             f"{len(waiting)} document(s) hit transient errors and will be retried: {', '.join(waiting[:5])}"
         )
     runtime.kept.pop(run_key, None)
-    results = sorted(kept.values(), key=lambda r: r.ref.index)
+    own = {ref.index for ref in refs}
+    summary = ShardSummary(
+        extracted=len(kept),
+        succeeded=sum(r.status == "succeeded" for r in kept.values()),
+        failed=sum(r.status == "failed" for r in kept.values()),
+        skipped=sum(r.status == "skipped" for r in kept.values()),
+        taken_over=sum(index not in own for index in kept),
+    )
     if not options.log_each_document:
-        failed = sum(r.status == "failed" for r in results)
-        own = {ref.index for ref in refs}
-        others = sum(r.ref.index not in own for r in results)
         logger.info(
-            "%d document(s) extracted, %d failed%s", len(results) - failed, failed,
-            f"; {others} of them taken over from busier shards" if others else "",
+            "%d document(s) extracted, %d failed%s", summary.extracted - summary.failed, summary.failed,
+            f"; {summary.taken_over} of them taken over from busier shards" if summary.taken_over else "",
         )
-    return results
+    return summary
