@@ -147,7 +147,7 @@ def extract_batch(
             loading = pool.submit(copy_context().run, resolve_extractor, extraction.extractor, max_pages=extraction.max_pages)
             destination = resolve_destination(export.output_dir)
             destination.check()
-            refs = list_documents(src, 0 if documents else max_documents)
+            refs = list_documents(src, 0 if documents else max_documents).refs
             if documents:
                 wanted = set(documents)
                 listed = [r for r in refs if r.name in wanted]

@@ -115,7 +115,7 @@ def ingest_inbox(
             return Failed(message=str(exc), data=exc)  # type: ignore[return-value]
         if note:
             logger.warning("Manifest: %s", note)
-        refs = list_documents(src, 0)
+        refs = list_documents(src, 0).refs
         todo = plan(manifest, refs, max_attempts=max_attempts)
         by_name = {ref.name: ref for ref in refs}
         touched = _skip_touched(todo, manifest, src, by_name)
