@@ -84,8 +84,9 @@ class LocalDirectory(Block):
         self.check()
         root = str(self.root.resolve())
         index = 0
+        filtered = bool(self.include or self.exclude)
         for relative, path, refused, info in self._walk(root, ""):
-            if not matches(relative, self.include, self.exclude):
+            if filtered and not matches(relative, self.include, self.exclude):
                 continue
             yield self._ref(index, relative, path, refused, info)
             index += 1

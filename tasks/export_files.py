@@ -328,10 +328,11 @@ class ExportWriter:
     """The export files of one batch, fed with results in input order while the batch runs.
 
     `paths` maps each file to write (names from `export_names`, plus report.json) to a path,
-    normally the hidden temporary of an atomic file. documents.jsonl, documents.json and
-    documents.xlsx are written as results arrive and the tabular rows are built chunk by chunk;
-    `finish` writes CSV, Parquet and report.json and flushes everything to disk. So the end of
-    a batch costs little more than report.json, whatever its size.
+    normally the hidden temporary of an atomic file. documents.jsonl, documents.json,
+    documents.xlsx and documents.csv are written as results arrive (the CSV per chunk of
+    `FRAME_ROWS`); `finish` writes line_items.csv, Parquet and report.json, closes the workbook
+    and flushes everything to disk. So the end of a batch costs little more than report.json,
+    whatever its size.
     """
 
     def __init__(self, paths: dict[str, Path], declared_fields: list[str] | None = None) -> None:
