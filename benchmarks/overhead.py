@@ -55,6 +55,8 @@ variant, or another knob, for experiments only; without it nothing is patched:
 
     per_document_limit=INT  one task run per document up to this many documents (default 100)
     no_steal=1              a shard never takes documents from another (tasks.work.SharedWork)
+    no_stream=1             list the whole folder before extracting, as a batch with a max_documents
+                            limit does (flows.batch.STREAM_AFTER)
     progress_every_s=FLOAT  tasks.runtime.PROGRESS_EVERY_S, how often the progress artifact is updated (default 1.0)
     switch_interval=FLOAT   sys.setswitchinterval for the run (CPython's default 0.005 s): how long a
                             thread waking from I/O or sleep may wait for the GIL
@@ -99,6 +101,7 @@ WARMUP_DOCUMENTS = 5
 EXPERIMENT_KEYS = {
     "per_document_limit": int,
     "no_steal": int,
+    "no_stream": int,
     "progress_every_s": float,
     "switch_interval": float,
     "skip_return_scan": int,
@@ -397,6 +400,9 @@ def applied_experiment(experiment: dict[str, Any]) -> Iterator[Callable[[int, in
             plan = experimental_plan(experiment)
             patch(flows.batch, "plan_shards", plan)
             patch(flows.batch, "PER_DOCUMENT_LIMIT", experiment["per_document_limit"])
+            patch(flows.batch, "STREAM_AFTER", max(experiment["per_document_limit"], flows.batch.STREAM_AFTER))
+        if experiment.get("no_stream"):
+            patch(flows.batch, "STREAM_AFTER", sys.maxsize)
         if experiment.get("no_steal"):
             import tasks.work
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import copy_context
 from datetime import datetime, timezone
 from queue import Empty, SimpleQueue
@@ -27,14 +27,18 @@ from blocks.resolve import Destination, Source, resolve_destination, resolve_ext
 from flows.params import ExportSettings, ExtractionSettings
 from tasks.artifacts import DocumentsTable
 from tasks.collect import batch_folder_name, collect_results
-from tasks.exports import ExportStream
+from tasks.exports import PROCESS_FROM, ExportStream
 from tasks.journal import BatchJournal, JournalHeader, batch_key, find_resumable
 from tasks.extract import ExtractOptions, extract_documents
-from tasks.listing import list_documents, refuse_if_too_many
+from tasks.listing import DocumentListing, ListingFeed, list_documents, refuse_if_too_many
 from tasks.runtime import batch_runtime
 from tasks.sharding import PER_DOCUMENT_LIMIT, plan_shards
 from tasks.work import SharedWork
 
+# A batch without a document limit starts extracting once its listing has found more than this
+# many documents (or ended): enough to decide the task runs' shape (`tasks.sharding`) and where
+# the exports are written (`tasks.exports.PROCESS_FROM`), far fewer than a large folder holds.
+STREAM_AFTER = max(PER_DOCUMENT_LIMIT, PROCESS_FROM)
 
 
 def default_batch_name(now: datetime | None = None) -> str:
@@ -130,7 +134,7 @@ def extract_batch(
         batch_name: Name of this batch and of its flow run; empty gives 'Batch YYYY-MM-DD HH:mm'.
         extraction: Which extractor to use and its limits.
         export: Output folder and export formats.
-        max_documents: Refuse, before any work, a batch with more documents than this; 0 means unlimited.
+        max_documents: Refuse, before any work, a batch with more documents than this; 0 means unlimited (extraction then starts while a large folder is still being listed).
         documents: Only these documents, by their name relative to the source (as in a report's results); empty extracts every listed document. Ingestion and retry-failed set it.
         resume: Continue the newest unfinished run of this same batch (same source, filters and extractor settings) in the output folder: documents its checkpoint already holds are not extracted again.
     """
@@ -139,15 +143,23 @@ def extract_batch(
     run_id = flow_run.get_id()
     name = (batch_name or "").strip() or (flow_run.get_name() if run_id else None) or default_batch_name()
 
+    # Loading a saved extractor block is an API round trip: let it overlap the listing. A batch
+    # without a document limit, filter or checkpoint to honour does not wait for its listing to
+    # end either: past `STREAM_AFTER` references it starts extracting while the listing goes on.
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="docbatch-setup")
+    feed = ListingFeed() if max_documents == 0 and not documents and not resume else None
     try:
         src = resolve_source(source, include=include or [], exclude=exclude or [], recursive=recursive)
         src.check()
-        # Loading a saved extractor block is an API round trip: let it overlap the listing.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="docbatch-setup") as pool:
-            loading = pool.submit(copy_context().run, resolve_extractor, extraction.extractor, max_pages=extraction.max_pages)
-            destination = resolve_destination(export.output_dir)
-            destination.check()
-            refs = list_documents(src, 0 if documents else max_documents).refs
+        loading = pool.submit(copy_context().run, resolve_extractor, extraction.extractor, max_pages=extraction.max_pages)
+        destination = resolve_destination(export.output_dir)
+        destination.check()
+        listing = pool.submit(copy_context().run, list_documents, src, 0 if documents else max_documents, quote(feed) if feed else None)
+        if feed is not None and feed.wait_beyond(STREAM_AFTER):
+            refs = feed.refs  # grows while the batch runs: run_batch takes the rest from the feed
+        else:
+            feed = None
+            refs = listing.result().refs
             if documents:
                 wanted = set(documents)
                 listed = [r for r in refs if r.name in wanted]
@@ -159,12 +171,18 @@ def extract_batch(
                 listed += [DocumentRef(index=0, uri=f"{root}/{name}", name=name, size=0, fingerprint="gone") for name in gone]
                 refs = [ref.model_copy(update={"index": n}) for n, ref in enumerate(listed)]
             refuse_if_too_many(src, refs, max_documents)
-            extractor = loading.result()
+        extractor = loading.result()
     except (SourceUnavailable, BatchRefused) as exc:
         # A refusal is an answer, not a crash: one clear line in the run's state, no traceback,
         # and Python callers get the exception itself.
         logger.warning("Batch refused: %s", exc)
         return Failed(message=str(exc), data=exc)  # type: ignore[return-value]
+    except BaseException:
+        if feed is not None:
+            feed.abandon()
+        raise
+    finally:
+        pool.shutdown(wait=feed is None)  # a listing that feeds the batch runs on; run_batch joins it
     folder = batch_folder_name(name, started, str(run_id) if run_id else None)
     key = settings_key(src, include or [], exclude or [], recursive, extractor, extraction)
     taken: dict[int, DocumentResult] = {}
@@ -184,16 +202,23 @@ def extract_batch(
         max_concurrency=max_concurrency, extraction=extraction.model_dump(mode="json"),
         export=export.model_dump(mode="json"), max_documents=max_documents,
     )
-    return run_batch(
-        refs=refs, taken=taken, resumed=len(taken), src=src, extractor=extractor, destination=destination,
-        folder=folder, key=key, name=name, started=started, max_concurrency=max_concurrency,
-        extraction=extraction, formats=export.formats, parameters=parameters,
-    )
+    try:
+        return run_batch(
+            refs=refs, feed=feed, listing=listing if feed is not None else None, taken=taken, resumed=len(taken), src=src,
+            extractor=extractor, destination=destination, folder=folder, key=key, name=name, started=started,
+            max_concurrency=max_concurrency, extraction=extraction, formats=export.formats, parameters=parameters,
+        )
+    except BaseException:
+        if feed is not None:
+            feed.abandon()  # the listing stops at its next document (run_batch joins it when it can)
+        raise
 
 
 def run_batch(
     *,
     refs: list[DocumentRef],
+    feed: ListingFeed | None = None,
+    listing: Future[DocumentListing] | None = None,
     taken: dict[int, DocumentResult],
     resumed: int,
     src: Source,
@@ -212,13 +237,21 @@ def run_batch(
 
     `taken` holds results that are not extracted again, by index (a checkpoint's on resume,
     an earlier batch's successes on retry-failed); `resumed` is how many count as resumed.
+    With a `feed` (a listing still running in `listing`, more than `STREAM_AFTER` references
+    in), `refs` is its list so far, `taken` is empty, and the shards take the references from
+    the feed as they are listed.
     """
     logger = get_run_logger()
     run_id = flow_run.get_id()
     batch_id = run_id or uuid.uuid4().hex
-    todo = [ref for ref in refs if ref.index not in taken]
-    shards = [[todo[position] for position in shard] for shard in plan_shards(len(todo), max_concurrency)]
-    sharded = len(todo) > PER_DOCUMENT_LIMIT
+    if feed is not None:
+        todo: list[DocumentRef] = []
+        shards: list[list[DocumentRef]] = [[] for _ in range(max_concurrency)]
+        sharded = True
+    else:
+        todo = [ref for ref in refs if ref.index not in taken]
+        shards = [[todo[position] for position in shard] for shard in plan_shards(len(todo), max_concurrency)]
+        sharded = len(todo) > PER_DOCUMENT_LIMIT
     options = ExtractOptions(
         batch_id=batch_id,
         max_concurrency=max_concurrency,
@@ -228,8 +261,9 @@ def run_batch(
         shards=max(1, len(shards)),
     )
     logger.info(
-        "Batch %r: %d document(s) from %s, %d task run(s), at most %d at once, extractor %s",
-        name, len(refs), src.describe(), len(shards), max_concurrency, extractor.label,
+        "Batch %r: %s from %s, %d task run(s), at most %d at once, extractor %s",
+        name, f"{len(refs)} document(s)" if feed is None else f"{len(refs)} document(s) so far, extracted while the listing continues",
+        src.describe(), len(shards), max_concurrency, extractor.label,
     )
     extract = extract_documents.with_options(
         retries=extraction.retries,
@@ -242,14 +276,17 @@ def run_batch(
 
     def stream(ready: list[DocumentResult], texts: list[str | None]) -> None:
         exports.add(ready, texts)
+        if feed is not None and feed.done and table.total != len(refs):
+            table.total = len(refs)  # the listing has ended: the table knows whether it is truncated
         table.offer(ordered.results)
 
-    ordered = InOrder(len(refs), stream)
+    ordered = InOrder(stream)
     ordered.offer(taken.values())
-    work = SharedWork(shards) if sharded else None
+    work = SharedWork(shards, feed) if sharded else None
     try:
         with batch_runtime(
             batch_id, max_concurrency, len(refs), progress_title=name, finished=len(taken), journal=journal, work=work,
+            feed=feed,
         ) as runtime:
             if shards:
                 # A runner per batch, bounded by the run's own max_concurrency parameter, so the
@@ -267,6 +304,10 @@ def run_batch(
                     futures = runner.map(extract, mapped)
                     stream_results(runtime.delivered, futures, ordered)
                     crashed = crashed_task_runs(futures)
+                if listing is not None:
+                    listing.result()  # ended once the shards ran dry; raises the error that stopped it early
+                    todo = refs
+                    table.total = len(refs)
                 missing = [ref for ref in todo if ref.index not in ordered.seen]
                 if missing:
                     owners = work.holders(ref.index for ref in missing) if work else {shard[0].index: n for n, shard in enumerate(shards)}
@@ -319,8 +360,7 @@ class InOrder:
     passed on so the exports need not serialise it again.
     """
 
-    def __init__(self, total: int, sink: Callable[[list[DocumentResult], list[str | None]], None]) -> None:
-        self.total = total
+    def __init__(self, sink: Callable[[list[DocumentResult], list[str | None]], None]) -> None:
         self.sink = sink
         self.waiting: dict[int, tuple[DocumentResult, str | None]] = {}
         self.results: list[DocumentResult] = []

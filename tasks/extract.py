@@ -111,10 +111,12 @@ def _shard_run_name() -> str:
     shard, options = parameters.get("shard"), parameters.get("options")
     if len(refs) == 1 and shard is None:
         return f"extract {refs[0].name}"
+    if shard is not None and options is not None:
+        if not refs:  # dealt from a listing still running: how many is not known yet
+            return f"extract shard {shard + 1} of {options.shards}: documents dealt while listing"
+        return f"extract shard {shard + 1} of {options.shards}: {len(refs)} document{'s' if len(refs) != 1 else ''}"
     if not refs:
         return "extract nothing"
-    if shard is not None and options is not None:
-        return f"extract shard {shard + 1} of {options.shards}: {len(refs)} document{'s' if len(refs) != 1 else ''}"
     return f"extract {len(refs)} documents #{refs[0].index}-{refs[-1].index}"
 
 
@@ -197,13 +199,17 @@ def extract_documents(
             f"{len(waiting)} document(s) hit transient errors and will be retried: {', '.join(waiting[:5])}"
         )
     runtime.kept.pop(run_key, None)
-    own = {ref.index for ref in refs}
+    if work is not None:
+        taken_over = sum(work.home(index) != shard for index in kept)
+    else:
+        own = {ref.index for ref in refs}
+        taken_over = sum(index not in own for index in kept)
     summary = ShardSummary(
         extracted=len(kept),
         succeeded=sum(r.status == "succeeded" for r in kept.values()),
         failed=sum(r.status == "failed" for r in kept.values()),
         skipped=sum(r.status == "skipped" for r in kept.values()),
-        taken_over=sum(index not in own for index in kept),
+        taken_over=taken_over,
     )
     if not options.log_each_document:
         logger.info(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
@@ -23,20 +25,75 @@ class DocumentListing(BaseModel):
     refs: list[DocumentRef]
 
 
+class ListingFeed:
+    """The references of a listing still running, for a batch that starts before it ends.
+
+    The listing task appends each reference as the source yields it; the batch's extraction
+    task runs take them from there (`tasks.work.SharedWork`). Listing 10,000 local files takes
+    0.25-0.4 s here and 10,000 S3 keys several seconds: a batch without a document limit need
+    not wait for the last name before extracting the first document.
+    """
+
+    def __init__(self) -> None:
+        self.refs: list[DocumentRef] = []
+        self.done = False
+        self.error: BaseException | None = None
+        self.abandoned = False
+        self._changed = threading.Condition()
+
+    def put(self, ref: DocumentRef) -> None:
+        if self.abandoned:
+            raise ListingAbandoned("the batch stopped before its listing ended")
+        with self._changed:
+            self.refs.append(ref)
+            self._changed.notify_all()
+
+    def close(self, error: BaseException | None = None) -> None:
+        """The listing ended (`error`: why it stopped early, if it did)."""
+        with self._changed:
+            self.error = error
+            self.done = True
+            self._changed.notify_all()
+
+    def abandon(self) -> None:
+        """Stop the listing at its next reference: the batch it fed has stopped."""
+        self.abandoned = True
+
+    def wait_beyond(self, count: int, timeout: float | None = None) -> bool:
+        """Block until more than `count` references are listed or the listing ends; True when more are."""
+        with self._changed:
+            self._changed.wait_for(lambda: len(self.refs) > count or self.done, timeout)
+            return len(self.refs) > count
+
+
+class ListingAbandoned(Exception):
+    """Raised inside the listing when the batch it feeds has stopped."""
+
+
 @task(name="list-documents", cache_policy=NO_CACHE, persist_result=False)
-def list_documents(source: Source, max_documents: int) -> DocumentListing:
+def list_documents(source: Source, max_documents: int, feed: ListingFeed | None = None) -> DocumentListing:
     """List the source in a stable order, stopping at `max_documents + 1` references.
 
     Stopping early lets the flow refuse a folder of a million files in the time it takes to
     see one more document than allowed; the caller checks `len(refs) > max_documents`.
+    With a `feed` (pass it wrapped in prefect's `quote`), each reference is also handed to it as
+    soon as it is listed, and the feed is closed when the listing ends, however it ends.
     """
-    refs: list[DocumentRef] = []
-    for ref in source.iter_documents():
-        refs.append(ref)
-        if max_documents and len(refs) > max_documents:
-            get_run_logger().info("Listing stopped past max_documents=%d", max_documents)
-            break
-    else:
+    refs: list[DocumentRef] = feed.refs if feed is not None else []
+    add = feed.put if feed is not None else refs.append
+    try:
+        for ref in source.iter_documents():
+            add(ref)
+            if max_documents and len(refs) > max_documents:
+                get_run_logger().info("Listing stopped past max_documents=%d", max_documents)
+                break
+    except BaseException as exc:
+        if feed is not None:
+            feed.close(exc)
+        raise
+    if feed is not None:
+        feed.close()
+    if not max_documents or len(refs) <= max_documents:
         refused = sum(1 for r in refs if r.refused)
         get_run_logger().info(
             "Listed %d document(s) in %s%s", len(refs), source.describe(), f" ({refused} refused)" if refused else ""

@@ -21,6 +21,7 @@ from uuid import UUID
 from blocks.models import DocumentResult
 from tasks.artifacts import PROGRESS_KEY
 from tasks.journal import BatchJournal
+from tasks.listing import ListingFeed
 from tasks.work import SharedWork
 
 PROGRESS_EVERY_S = 1.0
@@ -115,6 +116,8 @@ class BatchRuntime:
     kept: dict[str, dict[int, DocumentResult]] = field(default_factory=dict)
     journal: BatchJournal | None = None
     work: SharedWork | None = None
+    feed: ListingFeed | None = None
+    title: str = ""
     delivered: queue.SimpleQueue[tuple[DocumentResult, str] | None] | None = None
     last_progress: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -157,7 +160,7 @@ class BatchRuntime:
         if self.delivered is not None:
             self.delivered.put((result, text))
 
-    def _publish_periodically(self, stop: threading.Event, title: str) -> None:
+    def _publish_periodically(self, stop: threading.Event) -> None:
         """Create the progress artifact, then refresh it once a second until `stop`.
 
         Created here rather than by the flow: its API round trip (20-50 ms, more under load)
@@ -170,7 +173,7 @@ class BatchRuntime:
             self.progress_artifact_id = create_progress_artifact(
                 progress=self._percent(published),
                 key=PROGRESS_KEY,
-                description=f"{title}: {published} of {self.total} documents finished",
+                description=self._describe(published),
             )
         except Exception as exc:  # progress is cosmetic: never let it fail the batch
             log.warning("could not create the progress artifact: %s", exc)
@@ -181,11 +184,26 @@ class BatchRuntime:
                 self.publish_progress(finished)
                 published = finished
 
+    def known_total(self) -> tuple[int, bool]:
+        """Documents in the batch so far, and whether that is final (not while a feeding listing runs)."""
+        feed = self.feed
+        if feed is not None and not feed.done:
+            return len(feed.refs), False
+        return (len(feed.refs) if feed is not None else self.total), True
+
     def _percent(self, finished: int) -> float:
-        return round(100.0 * finished / self.total, 1) if self.total else 100.0
+        total, final = self.known_total()
+        if not final:
+            return 0.0
+        return round(100.0 * finished / total, 1) if total else 100.0
+
+    def _describe(self, finished: int) -> str:
+        total, final = self.known_total()
+        counted = f"{finished} of {total} documents finished" if final else f"{finished} of {total}+ documents finished (still listing)"
+        return f"{self.title}: {counted}" if self.title else counted
 
     def publish_progress(self, finished: int | None = None) -> None:
-        if self.progress_artifact_id is None or not self.total:
+        if self.progress_artifact_id is None or not self.known_total()[0]:
             return
         from prefect.artifacts import update_progress_artifact
 
@@ -194,7 +212,7 @@ class BatchRuntime:
             update_progress_artifact(
                 self.progress_artifact_id,
                 progress=self._percent(finished),
-                description=f"{finished} of {self.total} documents finished",
+                description=self._describe(finished),
             )
         except Exception as exc:  # progress is cosmetic: never let it fail a document
             log.warning("could not update the progress artifact: %s", exc)
@@ -227,12 +245,14 @@ def batch_runtime(
     finished: int = 0,
     journal: BatchJournal | None = None,
     work: SharedWork | None = None,
+    feed: ListingFeed | None = None,
 ) -> Iterator[BatchRuntime]:
     """The batch's runtime, with a thread that keeps a progress artifact (`progress_title`: the
     batch's name; None for no artifact) up to date once a second.
 
     Each final result is put on `runtime.delivered`, which the caller drains; `work` holds a
-    sharded batch's document queues.
+    sharded batch's document queues; `feed`, the listing still running, whose count is the
+    batch's total once it ends (`total` is then ignored).
 
     Publishing from that thread rather than from the extraction threads keeps a blocking API
     call out of every shard's path (measured: about 0.4 s of a 10,000-document batch).
@@ -242,11 +262,13 @@ def batch_runtime(
     runtime.finished = finished  # documents taken from a checkpoint count as finished
     runtime.journal = journal
     runtime.work = work
+    runtime.feed = feed
+    runtime.title = progress_title or ""
     runtime.delivered = queue.SimpleQueue()
     stop = threading.Event()
     publisher = threading.Thread(
         target=contextvars.copy_context().run,  # the Prefect client settings of the flow run
-        args=(runtime._publish_periodically, stop, progress_title),
+        args=(runtime._publish_periodically, stop),
         name="docbatch-progress",
         daemon=True,
     )

@@ -6,6 +6,11 @@ of the longest other queue (work stealing). A document leaves a queue once, unde
 no two task runs ever extract it; the shards' tails then end within about one document of each
 other instead of one slow shard finishing alone.
 
+A batch whose listing is still running is fed from it (`tasks.listing.ListingFeed`): new
+references are dealt to the queues in turn as they are listed, a task run whose queue is empty
+waits for the next ones, and stealing starts only once the listing has ended (before that, an
+empty queue only means the listing has not reached that shard's next document yet).
+
 Stealing only exists inside one process: the flow runs its task runs on its own thread pool,
 and a task run that finds no queue registered for its shard (called outside a docbatch flow)
 extracts exactly the documents it was given.
@@ -18,40 +23,78 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 
 from blocks.models import DocumentRef
+from tasks.listing import ListingFeed
 
 
 class SharedWork:
     """Per-shard queues of documents, with stealing from the longest when a shard's own is empty."""
 
-    def __init__(self, shards: Iterable[Sequence[DocumentRef]]) -> None:
+    def __init__(self, shards: Iterable[Sequence[DocumentRef]], feed: ListingFeed | None = None) -> None:
+        """`shards`: each shard's documents; with a `feed`, the listing's references are dealt
+        to the shards in turn on top (reference k of the feed to shard k mod n)."""
         self._queues = [deque(shard) for shard in shards]
         self._lock = threading.Lock()
+        self._home: dict[int, int] = {ref.index: n for n, queue in enumerate(self._queues) for ref in queue}
         self._taken_by: dict[int, int] = {}
+        self._feed = feed
+        self._dealt = 0
         self.stolen = 0
 
     def __len__(self) -> int:
         return len(self._queues)
 
+    def _deal(self) -> bool:
+        """Deal the references listed since the last call; True once the listing has ended and all are dealt."""
+        feed = self._feed
+        if feed is None:
+            return True
+        ended = feed.done  # read first: every reference listed before it ended is dealt below
+        listed = feed.refs
+        count = len(self._queues)
+        while self._dealt < len(listed):
+            ref = listed[self._dealt]
+            shard = self._dealt % count
+            self._queues[shard].append(ref)
+            self._home[ref.index] = shard
+            self._dealt += 1
+        return ended
+
     def take(self, shard: int, *, steal: bool = True) -> DocumentRef | None:
-        """The next document for `shard`'s task run, or None when there is nothing left for it."""
-        with self._lock:
-            own = self._queues[shard]
-            if own:
-                ref = own.popleft()
-            else:
-                if not steal:
-                    return None
-                busiest = max(self._queues, key=len)
-                if not busiest:
-                    return None
-                ref = busiest.pop()  # its last document: the one its own shard would reach last
-                self.stolen += 1
-            self._taken_by[ref.index] = shard
-            return ref
+        """The next document for `shard`'s task run, or None when there is nothing left for it.
+
+        While a feeding listing runs, waits for the listing to reach this shard's next document.
+        """
+        while True:
+            with self._lock:
+                ended = self._deal()
+                own = self._queues[shard]
+                if own:
+                    ref = own.popleft()
+                elif not ended:
+                    ref = None
+                else:
+                    if not steal:
+                        return None
+                    busiest = max(self._queues, key=len)
+                    if not busiest:
+                        return None
+                    ref = busiest.pop()  # its last document: the one its own shard would reach last
+                    self.stolen += 1
+                if ref is not None:
+                    self._taken_by[ref.index] = shard
+                    return ref
+                dealt = self._dealt
+            assert self._feed is not None
+            self._feed.wait_beyond(dealt)
+
+    def home(self, index: int) -> int | None:
+        """The shard a document was dealt to (None if it never was)."""
+        return self._home.get(index)
 
     def holders(self, indices: Iterable[int]) -> dict[int, int]:
         """For each document index: the shard whose task run took it, or whose queue still holds it."""
         with self._lock:
+            self._deal()
             queued = {ref.index: shard for shard, queue in enumerate(self._queues) for ref in queue}
             found = {**queued, **self._taken_by}
         return {index: found[index] for index in indices if index in found}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from pathlib import Path
 
@@ -11,8 +12,9 @@ import pandas as pd
 import pytest
 
 from blocks.errors import BatchRefused
+from blocks.local import LocalDirectory
 from blocks.models import BatchReport, DocumentResult, ErrorKind
-from flows.batch import extract_batch
+from flows.batch import STREAM_AFTER, extract_batch
 from flows.history import recorded_task_runs, wait_for_history
 from flows.params import ExportSettings, ExtractionSettings
 from tasks.export_files import ExportWriter
@@ -164,6 +166,78 @@ def test_a_crashed_task_run_costs_only_the_document_it_was_on(tmp_path: Path, mo
     assert report.status == "partially_failed"
     rows = pd.read_csv(report.exports["documents.csv"])
     assert rows["file"].tolist() == names and rows["status"].tolist().count("failed") == 1
+
+
+def slow_listing_tail(monkeypatch: pytest.MonkeyPatch, after: int, delay_s: float, tag: str, names: list[str]) -> dict[str, int]:
+    """Slow the folder's listing down past its first `after` files; returns what was seen when it ended."""
+    listed = LocalDirectory.iter_documents
+    seen: dict[str, int] = {}
+
+    def slow(self: LocalDirectory):  # noqa: ANN202
+        for n, ref in enumerate(listed(self)):
+            if n >= after:
+                time.sleep(delay_s)
+            yield ref
+        seen["extracted"] = sum(fakes.CALLS[(tag, name)] for name in names)
+
+    monkeypatch.setattr(LocalDirectory, "iter_documents", slow)
+    return seen
+
+
+def test_a_batch_without_a_document_limit_extracts_while_its_listing_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    names = text_files(tmp_path / "in", STREAM_AFTER + 60)
+    extractor, tag = scripted(latency_ms=5)
+    when_listed = slow_listing_tail(monkeypatch, STREAM_AFTER, 0.01, tag, names)
+    report = run(tmp_path / "in", tmp_path / "out", extractor, max_concurrency=3, max_documents=0, batch_name="streamed", formats=["csv"])
+
+    # Documents were extracted during the last 0.6 s of the listing, not after it.
+    assert when_listed["extracted"] > 0
+    assert [r.ref.name for r in report.results] == names and report.totals.total == len(names)
+    assert all(fakes.CALLS[(tag, name)] == 1 for name in names) and fakes.PEAK[tag] == 3
+    assert pd.read_csv(report.exports["documents.csv"])["file"].tolist() == names
+    assert report.status == "completed"
+    assert wait_for_history(report.flow_run_id, 3 + 2)
+    progress = read_artifacts(report.flow_run_id)["docbatch-progress"]
+    assert progress.data == 100.0 and progress.description == f"streamed: {len(names)} of {len(names)} documents finished"
+
+
+def test_a_document_limit_is_checked_on_the_whole_listing_before_any_extraction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    names = text_files(tmp_path / "in", STREAM_AFTER + 20)
+    extractor, tag = scripted(latency_ms=5)
+    when_listed = slow_listing_tail(monkeypatch, STREAM_AFTER, 0.01, tag, names)
+    report = run(tmp_path / "in", tmp_path / "out", extractor, max_concurrency=3, max_documents=len(names), formats=["csv"])
+    assert when_listed["extracted"] == 0
+    assert [r.ref.name for r in report.results] == names and report.status == "completed"
+
+
+def test_a_listing_that_fails_midway_fails_the_batch_and_publishes_no_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    names = text_files(tmp_path / "in", STREAM_AFTER + 40)
+    extractor, tag = scripted(latency_ms=2)
+    listed = LocalDirectory.iter_documents
+
+    def failing(self: LocalDirectory):  # noqa: ANN202
+        for n, ref in enumerate(listed(self)):
+            if n == STREAM_AFTER + 20:
+                time.sleep(0.2)  # the batch is extracting by now
+                raise OSError(5, "Input/output error", str(tmp_path / "in"))
+            yield ref
+
+    monkeypatch.setattr(LocalDirectory, "iter_documents", failing)
+    with pytest.raises(OSError, match="Input/output error"):
+        run(tmp_path / "in", tmp_path / "out", extractor, max_concurrency=3, max_documents=0, formats=["csv", "json"])
+    extracted = sum(fakes.CALLS[(tag, name)] for name in names)
+    assert extracted > 0  # it had started
+    # Nothing was published: no final-named export file, only the checkpoint kept for `resume`,
+    # which holds every document extracted before the batch stopped.
+    published = [p for p in (tmp_path / "out").rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert [p.name for p in published] == ["journal.jsonl"]
+    assert len(published[0].read_text().splitlines()) == 1 + extracted  # its header, then one line per result
+
+    monkeypatch.undo()  # the folder reads again: resuming extracts only what is missing
+    report = run(tmp_path / "in", tmp_path / "out", extractor, max_concurrency=3, max_documents=0, formats=["csv", "json"], resume=True)
+    assert report.status == "completed" and report.totals.resumed == extracted
+    assert [r.ref.name for r in report.results] == names
+    assert all(fakes.CALLS[(tag, name)] == 1 for name in names)
 
 
 def test_one_corrupt_document_gives_partially_failed(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from blocks.models import DocumentRef
+from tasks.listing import ListingFeed
 from tasks.sharding import PER_DOCUMENT_LIMIT, plan_shards
 from tasks.work import SharedWork
 
@@ -67,3 +68,57 @@ def test_threads_sharing_work_extract_each_document_exactly_once_and_end_togethe
     assert work.stolen > 0 and len(done[0]) < len(shards[0])  # the others took over shard 0's tail
     # Without stealing shard 0 would end about 0.4 s after the others.
     assert max(ended.values()) - min(ended.values()) < 0.2
+
+
+def test_a_shard_fed_by_a_running_listing_waits_for_its_next_document_instead_of_stealing() -> None:
+    documents = refs(12)
+    feed = ListingFeed()
+    work = SharedWork([[], [], []], feed)
+    for ref in documents[:6]:
+        feed.put(ref)  # dealt in turn: shard 1 gets documents 1 and 4
+    assert [work.take(1).index, work.take(1).index] == [1, 4]
+
+    taken: list[int] = []
+    waiting = threading.Thread(target=lambda: taken.append(work.take(1).index))
+    waiting.start()
+    waiting.join(timeout=0.2)
+    # Shards 0 and 2 still hold documents, but the listing goes on: shard 1 waits for its own.
+    assert waiting.is_alive() and not taken
+    feed.put(documents[6])  # shard 0's
+    waiting.join(timeout=0.2)
+    assert waiting.is_alive()
+    feed.put(documents[7])  # shard 1's
+    waiting.join(timeout=5)
+    assert taken == [7] and work.stolen == 0
+
+    feed.close()  # the listing has ended: an empty shard now takes the busiest one's last
+    assert work.take(1).index == 6 and work.stolen == 1
+    assert work.take(1, steal=False) is None
+    assert work.home(6) == 0 and work.home(7) == 1
+    assert work.holders([0, 3, 5]) == {0: 0, 3: 0, 5: 2}
+
+
+def test_threads_fed_by_a_slow_listing_take_every_document_once_in_dealt_order() -> None:
+    documents = refs(300)
+    feed = ListingFeed()
+    work = SharedWork([[] for _ in range(3)], feed)
+    done: dict[int, list[int]] = {n: [] for n in range(3)}
+
+    def run(shard: int) -> None:
+        while (ref := work.take(shard)) is not None:
+            done[shard].append(ref.index)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for ref in documents:
+        feed.put(ref)
+        time.sleep(0.0002)
+    time.sleep(0.1)  # every shard has caught up with the listing
+    assert all(thread.is_alive() for thread in threads)  # waiting for more, not ended
+    feed.close()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not any(thread.is_alive() for thread in threads)
+    assert {n: indices for n, indices in done.items()} == {n: list(range(n, 300, 3)) for n in range(3)}
+    assert work.stolen == 0
