@@ -70,7 +70,7 @@ def run(
     include: Annotated[Optional[list[str]], typer.Option("--include", "-i", help="Glob a file must match, repeatable, e.g. '*.pdf'.")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", "-x", help="Glob that drops a file, repeatable, e.g. 'drafts/*'.")] = None,
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Also read sub-folders.")] = True,
-    max_documents: Annotated[int, typer.Option("--max-documents", help="Refuse a batch with more documents than this, before any work; 0 = unlimited.")] = 1000,
+    max_documents: Annotated[int, typer.Option("--max-documents", help="Refuse a batch with more documents than this, before any work; 0 = unlimited (extraction then starts while a large folder is still being listed).")] = 1000,
     extractor: Annotated[str, typer.Option("--extractor", help="'embedded' (offline default) or a saved extractor block 'BLOCK-TYPE/NAME'.")] = "embedded",
     keep_text: Annotated[bool, typer.Option("--keep-text", help="Keep each document's full text in the report and exports.")] = False,
     max_file_size_mb: Annotated[float, typer.Option("--max-file-size-mb", help="Documents larger than this fail as too_large.")] = 100.0,
