@@ -37,7 +37,6 @@ class ListingFeed:
     def __init__(self) -> None:
         self.refs: list[DocumentRef] = []
         self.done = False
-        self.error: BaseException | None = None
         self.abandoned = False
         self._changed = threading.Condition()
 
@@ -48,10 +47,9 @@ class ListingFeed:
             self.refs.append(ref)
             self._changed.notify_all()
 
-    def close(self, error: BaseException | None = None) -> None:
-        """The listing ended (`error`: why it stopped early, if it did)."""
+    def close(self) -> None:
+        """The listing ended, completely or not: the listing task's outcome says which."""
         with self._changed:
-            self.error = error
             self.done = True
             self._changed.notify_all()
 
@@ -87,12 +85,9 @@ def list_documents(source: Source, max_documents: int, feed: ListingFeed | None 
             if max_documents and len(refs) > max_documents:
                 get_run_logger().info("Listing stopped past max_documents=%d", max_documents)
                 break
-    except BaseException as exc:
+    finally:
         if feed is not None:
-            feed.close(exc)
-        raise
-    if feed is not None:
-        feed.close()
+            feed.close()
     if not max_documents or len(refs) <= max_documents:
         refused = sum(1 for r in refs if r.refused)
         get_run_logger().info(
