@@ -245,7 +245,7 @@ def run_batch(
     run_id = flow_run.get_id()
     batch_id = run_id or uuid.uuid4().hex
     if feed is not None:
-        todo: list[DocumentRef] = []
+        todo = refs  # the feed's own list: complete once the listing has ended
         shards: list[list[DocumentRef]] = [[] for _ in range(max_concurrency)]
         sharded = True
     else:
@@ -272,7 +272,7 @@ def run_batch(
 
     journal = BatchJournal.open(destination, folder, JournalHeader(batch_key=key, batch_name=name, source=src.describe()))
     exports = ExportStream(destination, folder, formats, declared_fields=extractor.output_fields, expected=len(refs))
-    table = DocumentsTable(name, len(refs))
+    table = DocumentsTable(name, 0 if feed is not None else len(refs))
 
     def stream(ready: list[DocumentResult], texts: list[str | None]) -> None:
         exports.add(ready, texts)
@@ -306,8 +306,6 @@ def run_batch(
                     crashed = crashed_task_runs(futures)
                 if listing is not None:
                     listing.result()  # ended once the shards ran dry; raises the error that stopped it early
-                    todo = refs
-                    table.total = len(refs)
                 missing = [ref for ref in todo if ref.index not in ordered.seen]
                 if missing:
                     owners = work.holders(ref.index for ref in missing) if work else {shard[0].index: n for n, shard in enumerate(shards)}

@@ -200,7 +200,7 @@ def extract_documents(
         )
     runtime.kept.pop(run_key, None)
     if work is not None:
-        taken_over = sum(work.home(index) != shard for index in kept)
+        taken_over = work.stolen_by[shard]  # only a first attempt steals, so all of them are in `kept`
     else:
         own = {ref.index for ref in refs}
         taken_over = sum(index not in own for index in kept)

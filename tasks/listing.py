@@ -57,10 +57,10 @@ class ListingFeed:
         """Stop the listing at its next reference: the batch it fed has stopped."""
         self.abandoned = True
 
-    def wait_beyond(self, count: int, timeout: float | None = None) -> bool:
+    def wait_beyond(self, count: int) -> bool:
         """Block until more than `count` references are listed or the listing ends; True when more are."""
         with self._changed:
-            self._changed.wait_for(lambda: len(self.refs) > count or self.done, timeout)
+            self._changed.wait_for(lambda: len(self.refs) > count or self.done)
             return len(self.refs) > count
 
 

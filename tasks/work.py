@@ -34,11 +34,14 @@ class SharedWork:
         to the shards in turn on top (reference k of the feed to shard k mod n)."""
         self._queues = [deque(shard) for shard in shards]
         self._lock = threading.Lock()
-        self._home: dict[int, int] = {ref.index: n for n, queue in enumerate(self._queues) for ref in queue}
         self._taken_by: dict[int, int] = {}
         self._feed = feed
         self._dealt = 0
-        self.stolen = 0
+        self.stolen_by = [0] * len(self._queues)  # per shard: documents it took from another's queue
+
+    @property
+    def stolen(self) -> int:
+        return sum(self.stolen_by)
 
     def __len__(self) -> int:
         return len(self._queues)
@@ -52,10 +55,7 @@ class SharedWork:
         listed = feed.refs
         count = len(self._queues)
         while self._dealt < len(listed):
-            ref = listed[self._dealt]
-            shard = self._dealt % count
-            self._queues[shard].append(ref)
-            self._home[ref.index] = shard
+            self._queues[self._dealt % count].append(listed[self._dealt])
             self._dealt += 1
         return ended
 
@@ -79,17 +79,13 @@ class SharedWork:
                     if not busiest:
                         return None
                     ref = busiest.pop()  # its last document: the one its own shard would reach last
-                    self.stolen += 1
+                    self.stolen_by[shard] += 1
                 if ref is not None:
                     self._taken_by[ref.index] = shard
                     return ref
                 dealt = self._dealt
             assert self._feed is not None
             self._feed.wait_beyond(dealt)
-
-    def home(self, index: int) -> int | None:
-        """The shard a document was dealt to (None if it never was)."""
-        return self._home.get(index)
 
     def holders(self, indices: Iterable[int]) -> dict[int, int]:
         """For each document index: the shard whose task run took it, or whose queue still holds it."""
