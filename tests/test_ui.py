@@ -17,6 +17,8 @@ POOL = "docbatch-process"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "ui"
+SUBMIT_ATTEMPTS = 3
+RETRYABLE_STATUS = frozenset({429, 502, 503})  # what Prefect's client retries
 
 
 def field(page, label: str):  # type: ignore[no-untyped-def]
@@ -25,8 +27,50 @@ def field(page, label: str):  # type: ignore[no-untyped-def]
     return page.locator(".schema-form-property", has=header).locator("input, textarea").first
 
 
+def submit_run(page, deployment_id: str) -> dict:  # type: ignore[no-untyped-def]
+    """Click Submit and return the flow run the UI created.
+
+    The UI validates the parameters on the server, then posts `create_flow_run`. On a loaded
+    2-core machine the server can answer 503 while SQLite is busy; Prefect's own client retries
+    those, the UI shows a toast and a user clicks again, so this clicks again (at most
+    SUBMIT_ATTEMPTS times). Any other outcome fails with what the page and the API said.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    failed: list[str] = []  # every API answer >= 400 and every page error, for the failure message
+    page.on("response", lambda r: failed.append(f"{r.request.method} {r.url} -> {r.status}") if "/api/" in r.url and r.status >= 400 else None)
+    page.on("console", lambda m: failed.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: failed.append(f"page error: {e}"))
+    create_url = f"/api/deployments/{deployment_id}/create_flow_run"
+
+    def answered(response) -> bool:  # type: ignore[no-untyped-def]
+        return response.url.endswith(create_url) or ("/api/" in response.url and response.status in RETRYABLE_STATUS)
+
+    submit = page.get_by_role("button", name="Submit", exact=True)
+    for attempt in range(1, SUBMIT_ATTEMPTS + 1):
+        try:
+            with page.expect_response(answered, timeout=90_000) as caught:
+                submit.click()
+            response = caught.value
+        except PlaywrightTimeout:
+            break  # nothing was posted: a validation message or a lost click, reported below
+        if response.url.endswith(create_url) and response.ok:
+            return response.json()
+        failed.append(f"answer {response.status}: {response.text()[:500]}")
+        if response.status not in RETRYABLE_STATUS:
+            break
+        print(f"submit attempt {attempt}: {response.url} answered {response.status}; clicking Submit again")
+        page.wait_for_timeout(2000 * attempt)
+    page.screenshot(path=str(SCREENSHOTS / "submit-failed.png"), full_page=True)
+    shown = page.locator(".p-toast, .p-label__message, [class*='error']").all_inner_texts()
+    raise AssertionError(
+        "the form's submission created no flow run\n"
+        f"page: {page.url}\nshown: {[t.strip() for t in shown if t and t.strip()]}\nfailed: {failed}"
+    )
+
+
 def test_run_extract_batch_from_the_ui_form(tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     assert Path(CHROMIUM).exists(), "Debian's chromium is not installed (dev.sh installs it with apt-get)"
     output = tmp_path / "exports"
@@ -46,21 +90,18 @@ def test_run_extract_batch_from_the_ui_form(tmp_path: Path) -> None:
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1800})
                 page.goto(f"{server.url}/deployments/deployment/{deployment['id']}/run", wait_until="networkidle")
-                field(page, "max_concurrency").fill("2")
-                field(page, "batch_name").fill(batch_name)
-                field(page, "Output Dir").fill(str(output))
+                for label, value in (("max_concurrency", "2"), ("batch_name", batch_name), ("Output Dir", str(output))):
+                    field(page, label).fill(value)
+                    expect(field(page, label)).to_have_value(value)
                 page.screenshot(path=str(SCREENSHOTS / "run-form.png"), full_page=True)
-                page.get_by_role("button", name="Submit").click()
+                created = submit_run(page, deployment["id"])
 
                 deadline = time.monotonic() + 240
-                run = None
                 while time.monotonic() < deadline:
-                    runs = server.api("POST", "/flow_runs/filter", json={"deployments": {"id": {"any_": [deployment["id"]]}}})
-                    run = next((r for r in runs if r["parameters"].get("batch_name") == batch_name), None)
-                    if run and run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                    run = server.api("GET", f"/flow_runs/{created['id']}")
+                    if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
                         break
                     time.sleep(1)
-                assert run is not None, "the form's submission created no flow run"
                 assert run["state_type"] == "COMPLETED", (run["state_type"], server.print_logs())
                 page.goto(f"{server.url}/runs/flow-run/{run['id']}", wait_until="networkidle")
                 page.wait_for_timeout(1500)
