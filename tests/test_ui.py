@@ -7,6 +7,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -17,8 +18,8 @@ POOL = "docbatch-process"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "ui"
-SUBMIT_ATTEMPTS = 3
-RETRYABLE_STATUS = frozenset({429, 502, 503})  # what Prefect's client retries
+ATTEMPTS = 3
+RETRYABLE_STATUS = frozenset({429, 502, 503})  # what Prefect's own client retries
 
 
 def field(page, label: str):  # type: ignore[no-untyped-def]
@@ -27,46 +28,74 @@ def field(page, label: str):  # type: ignore[no-untyped-def]
     return page.locator(".schema-form-property", has=header).locator("input, textarea").first
 
 
-def submit_run(page, deployment_id: str) -> dict:  # type: ignore[no-untyped-def]
-    """Click Submit and return the flow run the UI created.
+class WatchedPage:
+    """A browser page that keeps what went wrong (API answers >= 400, console and page errors).
 
-    The UI validates the parameters on the server, then posts `create_flow_run`. On a loaded
-    2-core machine the server can answer 503 while SQLite is busy; Prefect's own client retries
-    those, the UI shows a toast and a user clicks again, so this clicks again (at most
-    SUBMIT_ATTEMPTS times). Any other outcome fails with what the page and the API said.
+    On a loaded 2-core machine the SQLite-backed server answers 503 while the database is busy.
+    Prefect's own client retries those; the UI does not: it shows a toast (or an empty page) and a
+    user clicks again or reloads. So does this, but only after a retryable answer; anything else
+    fails at once with what the page and the API said, and a screenshot.
     """
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    failed: list[str] = []  # every API answer >= 400 and every page error, for the failure message
-    page.on("response", lambda r: failed.append(f"{r.request.method} {r.url} -> {r.status}") if "/api/" in r.url and r.status >= 400 else None)
-    page.on("console", lambda m: failed.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-    page.on("pageerror", lambda e: failed.append(f"page error: {e}"))
-    create_url = f"/api/deployments/{deployment_id}/create_flow_run"
+    def __init__(self, page) -> None:  # type: ignore[no-untyped-def]
+        self.page = page
+        self.failed: list[str] = []
+        self.retryable = 0
+        page.on("response", self._answer)
+        page.on("console", lambda m: self.failed.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.failed.append(f"page error: {e}"))
 
-    def answered(response) -> bool:  # type: ignore[no-untyped-def]
-        return response.url.endswith(create_url) or ("/api/" in response.url and response.status in RETRYABLE_STATUS)
+    def _answer(self, response) -> None:  # type: ignore[no-untyped-def]
+        if "/api/" in response.url and response.status >= 400:
+            self.failed.append(f"{response.request.method} {response.url} -> {response.status}")
+            self.retryable += response.status in RETRYABLE_STATUS
 
-    submit = page.get_by_role("button", name="Submit", exact=True)
-    for attempt in range(1, SUBMIT_ATTEMPTS + 1):
-        try:
-            with page.expect_response(answered, timeout=90_000) as caught:
-                submit.click()
+    def fail(self, what: str) -> NoReturn:
+        self.page.screenshot(path=str(SCREENSHOTS / "failed.png"), full_page=True)
+        raise AssertionError(f"{what}\npage: {self.page.url}\nfailed: {self.failed}\nscreenshot: {SCREENSHOTS / 'failed.png'}")
+
+    def open(self, url: str, ready) -> None:  # type: ignore[no-untyped-def]
+        """Load `url` until `ready` (a locator) is visible."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        for attempt in range(1, ATTEMPTS + 1):
+            seen = self.retryable
+            self.page.goto(url, wait_until="networkidle")
+            try:
+                ready.wait_for(state="visible", timeout=60_000)
+                return
+            except PlaywrightTimeout:
+                if self.retryable == seen:
+                    break
+                print(f"open attempt {attempt}: the server answered {self.failed[-1]}; reloading")
+        self.fail(f"{url} never showed {ready}")
+
+    def submit_run(self, deployment_id: str) -> dict:
+        """Click Submit and return the flow run the UI created (the API's answer)."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        create_url = f"/api/deployments/{deployment_id}/create_flow_run"
+
+        def answered(response) -> bool:  # type: ignore[no-untyped-def]
+            # The form validates on the server first: a retryable answer there also ends the attempt.
+            return response.url.endswith(create_url) or ("/api/" in response.url and response.status in RETRYABLE_STATUS)
+
+        submit = self.page.get_by_role("button", name="Submit", exact=True)
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                with self.page.expect_response(answered, timeout=90_000) as caught:
+                    submit.click()
+            except PlaywrightTimeout:
+                break  # nothing was posted: a validation message or a lost click, reported below
             response = caught.value
-        except PlaywrightTimeout:
-            break  # nothing was posted: a validation message or a lost click, reported below
-        if response.url.endswith(create_url) and response.ok:
-            return response.json()
-        failed.append(f"answer {response.status}: {response.text()[:500]}")
-        if response.status not in RETRYABLE_STATUS:
-            break
-        print(f"submit attempt {attempt}: {response.url} answered {response.status}; clicking Submit again")
-        page.wait_for_timeout(2000 * attempt)
-    page.screenshot(path=str(SCREENSHOTS / "submit-failed.png"), full_page=True)
-    shown = page.locator(".p-toast, .p-label__message, [class*='error']").all_inner_texts()
-    raise AssertionError(
-        "the form's submission created no flow run\n"
-        f"page: {page.url}\nshown: {[t.strip() for t in shown if t and t.strip()]}\nfailed: {failed}"
-    )
+            if response.url.endswith(create_url) and response.ok:
+                return response.json()
+            self.failed.append(f"answer {response.status}: {response.text()[:500]}")
+            if response.status not in RETRYABLE_STATUS:
+                break
+            print(f"submit attempt {attempt}: {response.url} answered {response.status}; clicking Submit again")
+            self.page.wait_for_timeout(2000 * attempt)
+        self.fail("the form's submission created no flow run")
 
 
 def test_run_extract_batch_from_the_ui_form(tmp_path: Path) -> None:
@@ -88,13 +117,13 @@ def test_run_extract_batch_from_the_ui_form(tmp_path: Path) -> None:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
             try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1800})
-                page.goto(f"{server.url}/deployments/deployment/{deployment['id']}/run", wait_until="networkidle")
+                page = WatchedPage(browser.new_page(viewport={"width": 1400, "height": 1800}))
+                page.open(f"{server.url}/deployments/deployment/{deployment['id']}/run", ready=field(page.page, "batch_name"))
                 for label, value in (("max_concurrency", "2"), ("batch_name", batch_name), ("Output Dir", str(output))):
-                    field(page, label).fill(value)
-                    expect(field(page, label)).to_have_value(value)
-                page.screenshot(path=str(SCREENSHOTS / "run-form.png"), full_page=True)
-                created = submit_run(page, deployment["id"])
+                    field(page.page, label).fill(value)
+                    expect(field(page.page, label)).to_have_value(value)
+                page.page.screenshot(path=str(SCREENSHOTS / "run-form.png"), full_page=True)
+                created = page.submit_run(deployment["id"])
 
                 deadline = time.monotonic() + 240
                 while time.monotonic() < deadline:
@@ -103,10 +132,12 @@ def test_run_extract_batch_from_the_ui_form(tmp_path: Path) -> None:
                         break
                     time.sleep(1)
                 assert run["state_type"] == "COMPLETED", (run["state_type"], server.print_logs())
-                page.goto(f"{server.url}/runs/flow-run/{run['id']}", wait_until="networkidle")
-                page.wait_for_timeout(1500)
-                page.screenshot(path=str(SCREENSHOTS / "finished-run.png"), full_page=True)
-                assert batch_name in page.content()
+                # The finished run as the UI shows it: its name (the batch's), its state and the status tag.
+                page.open(f"{server.url}/runs/flow-run/{run['id']}", ready=page.page.get_by_text(batch_name, exact=True).first)
+                expect(page.page.get_by_text("docbatch-status:partially_failed", exact=True).first).to_be_visible()
+                expect(page.page.get_by_text("Completed", exact=True).first).to_be_visible()
+                page.page.wait_for_timeout(1500)
+                page.page.screenshot(path=str(SCREENSHOTS / "finished-run.png"), full_page=True)
             finally:
                 browser.close()
 
