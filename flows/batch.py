@@ -149,69 +149,65 @@ def extract_batch(
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="docbatch-setup")
     feed = ListingFeed() if max_documents == 0 and not documents and not resume else None
     try:
-        src = resolve_source(source, include=include or [], exclude=exclude or [], recursive=recursive)
-        src.check()
-        loading = pool.submit(copy_context().run, resolve_extractor, extraction.extractor, max_pages=extraction.max_pages)
-        destination = resolve_destination(export.output_dir)
-        destination.check()
-        listing = pool.submit(copy_context().run, list_documents, src, 0 if documents else max_documents, quote(feed) if feed else None)
-        if feed is not None and feed.wait_beyond(STREAM_AFTER):
-            refs = feed.refs  # grows while the batch runs: run_batch takes the rest from the feed
-        else:
-            feed = None
-            refs = listing.result().refs
-            if documents:
-                wanted = set(documents)
-                listed = [r for r in refs if r.name in wanted]
-                # Asked for but gone since the caller listed: still one row each, read (and so
-                # reported as vanished) like any file that disappears under a batch.
-                found = {r.name for r in listed}
-                gone = [name for name in dict.fromkeys(documents) if name not in found]
-                root = src.describe().rstrip("/")
-                listed += [DocumentRef(index=0, uri=f"{root}/{name}", name=name, size=0, fingerprint="gone") for name in gone]
-                refs = [ref.model_copy(update={"index": n}) for n, ref in enumerate(listed)]
-            refuse_if_too_many(src, refs, max_documents)
-        extractor = loading.result()
-    except (SourceUnavailable, BatchRefused) as exc:
-        # A refusal is an answer, not a crash: one clear line in the run's state, no traceback,
-        # and Python callers get the exception itself.
-        logger.warning("Batch refused: %s", exc)
-        return Failed(message=str(exc), data=exc)  # type: ignore[return-value]
-    except BaseException:
-        if feed is not None:
-            feed.abandon()
-        raise
-    finally:
-        pool.shutdown(wait=feed is None)  # a listing that feeds the batch runs on; run_batch joins it
-    folder = batch_folder_name(name, started, str(run_id) if run_id else None)
-    key = settings_key(src, include or [], exclude or [], recursive, extractor, extraction)
-    taken: dict[int, DocumentResult] = {}
-    if resume:
-        found = find_resumable(destination, key)
-        if found is None:
-            logger.info("Nothing to resume in %s for this batch: extracting every document", destination.location())
-        else:
-            folder, taken = found.folder, found.take(refs)
-            logger.info(
-                "Resuming %s: %d of %d document(s) already have a result in its checkpoint%s",
-                destination.location(folder), len(taken), len(refs),
-                f" ({found.torn_lines} torn line(s) ignored)" if found.torn_lines else "",
-            )
-    parameters = BatchParameters(
-        source=source, include=include or [], exclude=exclude or [], recursive=recursive,
-        max_concurrency=max_concurrency, extraction=extraction.model_dump(mode="json"),
-        export=export.model_dump(mode="json"), max_documents=max_documents,
-    )
-    try:
+        try:
+            src = resolve_source(source, include=include or [], exclude=exclude or [], recursive=recursive)
+            src.check()
+            loading = pool.submit(copy_context().run, resolve_extractor, extraction.extractor, max_pages=extraction.max_pages)
+            destination = resolve_destination(export.output_dir)
+            destination.check()
+            listing = pool.submit(copy_context().run, list_documents, src, 0 if documents else max_documents, quote(feed) if feed else None)
+            if feed is not None and feed.wait_beyond(STREAM_AFTER):
+                refs = feed.refs  # grows while the batch runs: run_batch takes the rest from the feed
+            else:
+                feed = None
+                refs = listing.result().refs
+                if documents:
+                    wanted = set(documents)
+                    listed = [r for r in refs if r.name in wanted]
+                    # Asked for but gone since the caller listed: still one row each, read (and so
+                    # reported as vanished) like any file that disappears under a batch.
+                    found = {r.name for r in listed}
+                    gone = [name for name in dict.fromkeys(documents) if name not in found]
+                    root = src.describe().rstrip("/")
+                    listed += [DocumentRef(index=0, uri=f"{root}/{name}", name=name, size=0, fingerprint="gone") for name in gone]
+                    refs = [ref.model_copy(update={"index": n}) for n, ref in enumerate(listed)]
+                refuse_if_too_many(src, refs, max_documents)
+            extractor = loading.result()
+        except (SourceUnavailable, BatchRefused) as exc:
+            # A refusal is an answer, not a crash: one clear line in the run's state, no traceback,
+            # and Python callers get the exception itself.
+            logger.warning("Batch refused: %s", exc)
+            return Failed(message=str(exc), data=exc)  # type: ignore[return-value]
+        folder = batch_folder_name(name, started, str(run_id) if run_id else None)
+        key = settings_key(src, include or [], exclude or [], recursive, extractor, extraction)
+        taken: dict[int, DocumentResult] = {}
+        if resume:
+            found = find_resumable(destination, key)
+            if found is None:
+                logger.info("Nothing to resume in %s for this batch: extracting every document", destination.location())
+            else:
+                folder, taken = found.folder, found.take(refs)
+                logger.info(
+                    "Resuming %s: %d of %d document(s) already have a result in its checkpoint%s",
+                    destination.location(folder), len(taken), len(refs),
+                    f" ({found.torn_lines} torn line(s) ignored)" if found.torn_lines else "",
+                )
+        parameters = BatchParameters(
+            source=source, include=include or [], exclude=exclude or [], recursive=recursive,
+            max_concurrency=max_concurrency, extraction=extraction.model_dump(mode="json"),
+            export=export.model_dump(mode="json"), max_documents=max_documents,
+        )
         return run_batch(
             refs=refs, feed=feed, listing=listing if feed is not None else None, taken=taken, resumed=len(taken), src=src,
             extractor=extractor, destination=destination, folder=folder, key=key, name=name, started=started,
             max_concurrency=max_concurrency, extraction=extraction, formats=export.formats, parameters=parameters,
         )
-    except BaseException:
+    finally:
+        # However the batch ended (done, refused, failed), no listing outlives its flow run: one
+        # still feeding it stops at its next reference (nothing to stop once it has ended).
         if feed is not None:
-            feed.abandon()  # the listing stops at its next document (run_batch joins it when it can)
-        raise
+            feed.abandon()
+        pool.shutdown()
 
 
 def run_batch(

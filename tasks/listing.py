@@ -40,12 +40,14 @@ class ListingFeed:
         self.abandoned = False
         self._changed = threading.Condition()
 
-    def put(self, ref: DocumentRef) -> None:
+    def put(self, ref: DocumentRef) -> bool:
+        """Add the next reference; False (and nothing added) once the batch has stopped."""
         if self.abandoned:
-            raise ListingAbandoned("the batch stopped before its listing ended")
+            return False
         with self._changed:
             self.refs.append(ref)
             self._changed.notify_all()
+        return True
 
     def close(self) -> None:
         """The listing ended, completely or not: the listing task's outcome says which."""
@@ -54,7 +56,8 @@ class ListingFeed:
             self._changed.notify_all()
 
     def abandon(self) -> None:
-        """Stop the listing at its next reference: the batch it fed has stopped."""
+        """Stop the listing at its next reference: the batch it fed has stopped (a refusal, an
+        error). Nothing to stop once the listing has ended."""
         self.abandoned = True
 
     def wait_beyond(self, count: int) -> bool:
@@ -64,10 +67,6 @@ class ListingFeed:
             return len(self.refs) > count
 
 
-class ListingAbandoned(Exception):
-    """Raised inside the listing when the batch it feeds has stopped."""
-
-
 @task(name="list-documents", cache_policy=NO_CACHE, persist_result=False)
 def list_documents(source: Source, max_documents: int, feed: ListingFeed | None = None) -> DocumentListing:
     """List the source in a stable order, stopping at `max_documents + 1` references.
@@ -75,20 +74,26 @@ def list_documents(source: Source, max_documents: int, feed: ListingFeed | None 
     Stopping early lets the flow refuse a folder of a million files in the time it takes to
     see one more document than allowed; the caller checks `len(refs) > max_documents`.
     With a `feed` (pass it wrapped in prefect's `quote`), each reference is also handed to it as
-    soon as it is listed, and the feed is closed when the listing ends, however it ends.
+    soon as it is listed, and the feed is closed when the listing ends, however it ends; a
+    batch that stops early abandons the feed, and the listing then ends at its next reference
+    (a stop asked for, not a failure of the listing).
     """
-    refs: list[DocumentRef] = feed.refs if feed is not None else []
-    add = feed.put if feed is not None else refs.append
+    feed = feed if feed is not None else ListingFeed()
+    refs = feed.refs
+    abandoned = False
     try:
         for ref in source.iter_documents():
-            add(ref)
+            if not feed.put(ref):
+                abandoned = True
+                break
             if max_documents and len(refs) > max_documents:
                 get_run_logger().info("Listing stopped past max_documents=%d", max_documents)
                 break
     finally:
-        if feed is not None:
-            feed.close()
-    if not max_documents or len(refs) <= max_documents:
+        feed.close()
+    if abandoned:
+        get_run_logger().info("Listing stopped after %d document(s): the batch it fed has stopped", len(refs))
+    elif not max_documents or len(refs) <= max_documents:
         refused = sum(1 for r in refs if r.refused)
         get_run_logger().info(
             "Listed %d document(s) in %s%s", len(refs), source.describe(), f" ({refused} refused)" if refused else ""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from blocks.errors import BatchRefused
+from blocks.errors import BatchRefused, SourceUnavailable
 from blocks.local import LocalDirectory
 from blocks.models import BatchReport, DocumentResult, ErrorKind
 from flows.batch import STREAM_AFTER, extract_batch
@@ -238,6 +238,30 @@ def test_a_listing_that_fails_midway_fails_the_batch_and_publishes_no_export(tmp
     assert report.status == "completed" and report.totals.resumed == extracted
     assert [r.ref.name for r in report.results] == names
     assert all(fakes.CALLS[(tag, name)] == 1 for name in names)
+
+
+def test_a_refused_batch_stops_the_listing_it_was_extracting_from(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No document limit: extraction would start past STREAM_AFTER references, but the extractor
+    # block named does not exist. The refusal must also stop the listing, not leave it to go
+    # through the rest of the folder after the flow run has ended.
+    names = text_files(tmp_path / "in", STREAM_AFTER + 100)
+    listed = LocalDirectory.iter_documents
+    yielded = [0]
+
+    def slow(self: LocalDirectory):  # noqa: ANN202
+        for n, ref in enumerate(listed(self)):
+            if n >= STREAM_AFTER:
+                time.sleep(0.05)  # the rest of the folder would take 5 s
+            yielded[0] += 1
+            yield ref
+
+    monkeypatch.setattr(LocalDirectory, "iter_documents", slow)
+    with pytest.raises(SourceUnavailable, match="no saved block named"):
+        run(tmp_path / "in", tmp_path / "out", "test-scripted-extractor/no-such-block", max_documents=0)
+    when_refused = yielded[0]
+    time.sleep(1.0)
+    assert STREAM_AFTER < when_refused < len(names) and yielded[0] == when_refused
+    assert not list((tmp_path / "out").rglob("*.csv"))
 
 
 def test_one_corrupt_document_gives_partially_failed(tmp_path: Path) -> None:
