@@ -120,5 +120,5 @@ def test_threads_fed_by_a_slow_listing_take_every_document_once_in_dealt_order()
     for thread in threads:
         thread.join(timeout=10)
     assert not any(thread.is_alive() for thread in threads)
-    assert {n: indices for n, indices in done.items()} == {n: list(range(n, 300, 3)) for n in range(3)}
+    assert done == {n: list(range(n, 300, 3)) for n in range(3)}
     assert work.stolen == 0
