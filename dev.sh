@@ -32,18 +32,25 @@ setup() {
   cp requirements.lock "$VENV/.installed-lock"
 }
 
-# The UI tests drive Debian's chromium through Playwright (no browser download at run time).
-browser() {
-  if command -v chromium >/dev/null 2>&1; then
+# Debian packages a command needs, installed once with apt when their tool is missing:
+#   apt_tool TOOL PACKAGE WHY
+apt_tool() {
+  if command -v "$1" >/dev/null 2>&1; then
     return
   fi
   if command -v apt-get >/dev/null 2>&1; then
-    echo "installing Debian's chromium for the UI tests (apt-get, once)..." >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    echo "installing Debian's $2 for $3 (apt-get, once)..." >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
   else
-    echo "warning: chromium is missing and apt-get is not available: the UI test will fail" >&2
+    echo "warning: $1 is missing and apt-get is not available: $3 will not have it" >&2
   fi
 }
+
+# invoice2data templates may pin poppler's pdftotext as their text reader (`input_module: pdftotext`),
+# and the template cascade tries it after PDFium; without it each such result says it is missing.
+poppler() { apt_tool pdftotext poppler-utils "invoice2data templates"; }
+# The UI tests drive Debian's chromium through Playwright (no browser download at run time).
+browser() { apt_tool chromium chromium "the UI tests"; }
 
 # Quiet, offline-friendly Prefect defaults; a PREFECT_API_URL already set still wins.
 export PREFECT_SERVER_ANALYTICS_ENABLED=${PREFECT_SERVER_ANALYTICS_ENABLED:-false}
@@ -53,11 +60,13 @@ case "${1:-}" in
   demo)
     shift
     setup
-    exec "$VENV/bin/docbatch" run examples/documents --name "${DEMO_NAME:-docbatch demo}" "$@"
+    poppler
+    exec "$VENV/bin/docbatch" run examples/documents --templates examples/templates --name "${DEMO_NAME:-docbatch demo}" "$@"
     ;;
   test)
     shift
     setup
+    poppler
     browser
     exec "$VENV/bin/python" -m pytest "$@"
     ;;

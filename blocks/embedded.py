@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, PrivateAttr, SecretStr
 
 from blocks.extractor import Extractor
 from blocks.isolation import get_pool
@@ -13,7 +13,9 @@ from blocks.parsing import ParseSettings, parse_document
 
 
 class EmbeddedExtractor(Extractor):
-    """Reads PDF text layers, DOCX, XLSX, HTML, XML, CSV and plain text on this machine.
+    """Reads PDF text layers, DOCX, XLSX, HTML, XML, CSV and plain text on this machine, and fills
+    the default invoice schema (`blocks.invoice_schema`) from e-invoice XML, an invoice2data
+    template, or the layout, in that order (`blocks.field_paths`).
 
     The media type is read from the content, never trusted from the file name. Scanned PDFs
     and images have no text to read here and fail with `no_text`; use an OCR extractor for them.
@@ -21,15 +23,15 @@ class EmbeddedExtractor(Extractor):
     Example:
         ```python
         from blocks import EmbeddedExtractor
-        EmbeddedExtractor(max_pages=200).save("small-docs")
+        EmbeddedExtractor(templates="/srv/templates/suppliers-de", languages=["de"]).save("supplier-invoices-de")
         ```
     """
 
     _block_type_name: ClassVar[str] = "Embedded Extractor"
     _block_type_slug: ClassVar[str] = "embedded-extractor"
     _description: ClassVar[str] = (
-        "Offline text and basic invoice fields from PDF, DOCX, XLSX, HTML, CSV and text files. "
-        "No network, no model download."
+        "Offline invoice records from PDF, DOCX, XLSX, HTML, CSV, text and e-invoice XML: embedded "
+        "Factur-X/ZUGFeRD/XRechnung XML read exactly, invoice2data templates, or the layout. No network, no model."
     )
 
     max_pages: int = Field(
@@ -39,7 +41,27 @@ class EmbeddedExtractor(Extractor):
         default=2_000_000, ge=1, description="A workbook with more non-empty cells than this fails as too_large."
     )
     extract_fields: bool = Field(
-        default=True, description="Look for invoice number, date, total and currency in the text."
+        default=True, description="Fill the invoice schema (or the template's fields); off: text, pages and type only."
+    )
+    embedded_xml: bool = Field(
+        default=True,
+        description="Read the e-invoice XML (Factur-X, ZUGFeRD, XRechnung) a PDF embeds: exact fields. "
+        "Off: fields come from the page text, as for any PDF.",
+    )
+    templates: str | None = Field(
+        default=None,
+        description="Folder of invoice2data templates (.yml/.yaml/.json) on the worker: the first whose keywords "
+        "match fills the fields with its own. Empty: no templates.",
+    )
+    on_no_template: Literal["layout", "fail"] = Field(
+        default="layout",
+        description="When templates are set and none matches a document: 'layout' fills the invoice schema from "
+        "the layout (with a warning), 'fail' fails the document.",
+    )
+    languages: list[str] = Field(
+        default_factory=list,
+        description="ISO 639-1 codes of the documents' languages (e.g. de, fr), used to read dates with month "
+        "names; empty: any.",
     )
     passwords: list[SecretStr] = Field(
         default_factory=list,
@@ -73,6 +95,29 @@ class EmbeddedExtractor(Extractor):
         description="A parsing worker is replaced by a fresh one after this many documents (frees leaked memory).",
     )
 
+    _digest: tuple[str, str] | None = PrivateAttr(default=None)
+
+    @property
+    def output_fields(self) -> list[str]:
+        from blocks.invoice_schema import invoice_columns
+
+        return ["fields_source", *invoice_columns()] if self.extract_fields else []
+
+    def check(self) -> None:
+        """Refuse, before any document is read, a templates folder that cannot be used."""
+        if self.extract_fields and self.templates:
+            from blocks.templates import TemplateSet
+
+            TemplateSet.load(self.templates)
+
+    def fingerprint(self) -> str:
+        """What the settings alone do not say: the templates' content (a changed template changes results)."""
+        if self.extract_fields and self.templates:
+            from blocks.templates import template_digest
+
+            return template_digest(self.templates)
+        return ""
+
     def extract(self, name: str, data: bytes) -> Extraction:
         # The parse itself is `blocks.parsing.parse_document`; here it only gets a process to run in.
         settings: ParseSettings = {
@@ -80,6 +125,11 @@ class EmbeddedExtractor(Extractor):
             "max_cells": self.max_cells,
             "extract_fields": self.extract_fields,
             "passwords": [p.get_secret_value() for p in self.passwords],
+            "embedded_xml": self.embedded_xml,
+            "templates": self.templates or None,
+            "templates_digest": self._templates_digest(),
+            "languages": list(self.languages),
+            "on_no_template": self.on_no_template,
         }
         if not self.isolate:
             return parse_document(name, data, settings)
@@ -90,3 +140,11 @@ class EmbeddedExtractor(Extractor):
             recycle_after=self.recycle_after,
         )
         return pool.run(parse_document, name, data, settings)
+
+    def _templates_digest(self) -> str | None:
+        # Computed once per block instance (a batch), not per document: hashing a folder costs file reads.
+        if not (self.extract_fields and self.templates):
+            return None
+        if self._digest is None or self._digest[0] != self.templates:
+            self._digest = (self.templates, self.fingerprint())
+        return self._digest[1]

@@ -43,6 +43,17 @@ class Extractor(Block, ABC):
         """
         return []
 
+    def check(self) -> None:
+        """Refuse a configuration that cannot work, before any document is read (raise ValueError).
+
+        Called once per batch; the default has nothing to check.
+        """
+
+    def fingerprint(self) -> str:
+        """State the block's settings do not show but results depend on (a templates folder's
+        content); part of the batch key, so resume and ingestion notice a change."""
+        return ""
+
     @property
     def label(self) -> str:
         """Short name recorded in each result, e.g. ``embedded-extractor``."""

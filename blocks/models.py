@@ -28,6 +28,7 @@ class ErrorKind(str, enum.Enum):
     - ``permission_denied``: present but not readable by this process.
     - ``refused``: not read on purpose (a symlink leaving the source root, a special file).
     - ``backend``: a remote extraction service failed or answered nonsense.
+    - ``template``: a template matched but could not give its required fields, or raised.
     - ``internal``: a bug in docbatch or an extractor; the message says what raised.
     """
 
@@ -43,6 +44,7 @@ class ErrorKind(str, enum.Enum):
     permission_denied = "permission_denied"
     refused = "refused"
     backend = "backend"
+    template = "template"
     internal = "internal"
 
 
@@ -83,6 +85,10 @@ class Extraction(BaseModel):
     pages: int | None = None
     media_type: str = "application/octet-stream"
     warnings: list[str] = Field(default_factory=list)
+    fields_source: str | None = Field(
+        default=None, description="How the fields were obtained: 'embedded-xml', 'xml', 'template:<file>', 'layout'."
+    )
+    reader: str | None = Field(default=None, description="Which text reader gave the text the fields came from.")
 
 
 class DocumentResult(BaseModel):
@@ -102,6 +108,14 @@ class DocumentResult(BaseModel):
     attempts: int = 0
     duration_ms: float = 0.0
     extractor: str | None = None
+    fields_source: str | None = Field(
+        default=None,
+        description="How the fields were obtained: 'embedded-xml' (a PDF's Factur-X/ZUGFeRD/XRechnung XML), "
+        "'xml' (the document is an e-invoice), 'template:<file>' (an invoice2data template), 'layout' (labels and tables).",
+    )
+    reader: str | None = Field(
+        default=None, description="Which text reader gave the text the fields came from: pdfium, pdftotext, pypdf, text, attachment:<name>…"
+    )
 
 
 class BatchTotals(BaseModel):

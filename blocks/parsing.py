@@ -1,44 +1,72 @@
 """What the embedded extractor does with one document's bytes, as a module-level function.
 
 `parse_document` runs in a parsing worker process (`blocks.isolation`) or, with
-`EmbeddedExtractor(isolate=False)`, in the calling thread. This module and what it imports must
-not import Prefect: the workers stay small and start in milliseconds.
+`EmbeddedExtractor(isolate=False)`, in the calling thread. It reads the document once
+(`read_document`) and hands what it read to the extraction paths (`blocks.field_paths`).
+This module and what it imports must not import Prefect: the workers stay small and start
+in milliseconds.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import TypedDict
 
 from blocks import readers, sniff
+from blocks.document import ReadDocument
 from blocks.errors import DocumentError
-from blocks.fields import basic_fields
 from blocks.models import ErrorKind, Extraction
 
 _TEXT_KINDS = {sniff.TEXT, sniff.MARKDOWN, sniff.CSV, sniff.HTML, sniff.XML}
 
 
-class ParseSettings(TypedDict):
+class ParseSettings(TypedDict, total=False):
     """The extractor's settings a parse needs; passwords in plain text, only for the call."""
 
     max_pages: int
     max_cells: int
     extract_fields: bool
     passwords: list[str]
+    embedded_xml: bool  # read e-invoice XML embedded in PDFs (Factur-X, ZUGFeRD, XRechnung)
+    templates: str | None  # a folder of invoice2data templates
+    templates_digest: str | None  # its content hash, so a worker reloads a changed folder
+    languages: list[str]  # ISO 639-1 codes that narrow date parsing; empty: any
+    on_no_template: str  # 'layout' (fall back, with a warning) or 'fail'
 
 
 def parse_document(name: str, data: bytes, settings: ParseSettings) -> Extraction:
     """Text, page count and fields of one document; raises `DocumentError` for what it recognises."""
+    from blocks.field_paths import extract_fields
+
+    document = read_document(name, data, settings)
+    extraction = Extraction(
+        text=document.text, pages=document.pages, media_type=document.media_type, warnings=list(document.warnings)
+    )
+    if settings.get("extract_fields", True):
+        outcome = extract_fields(document, data, settings)
+        extraction.fields = outcome.fields
+        extraction.fields_source = outcome.source
+        extraction.reader = outcome.reader
+        extraction.warnings.extend(outcome.warnings)
+    return extraction
+
+
+def read_document(name: str, data: bytes, settings: ParseSettings) -> ReadDocument:
+    """The document read once by the reader its content calls for (never its extension)."""
     if not data:
         raise DocumentError(ErrorKind.empty, "the file is empty (0 bytes)")
     media_type = sniff.sniff_binary(data)
-    warnings: list[str] = []
-    fields: dict[str, Any]
     if media_type == sniff.PDF:
-        text, pages, fields = readers.read_pdf(data, max_pages=settings["max_pages"], passwords=settings["passwords"])
+        document = readers.read_pdf(
+            data,
+            max_pages=settings.get("max_pages", 2000),
+            passwords=settings.get("passwords", []),
+            words=settings.get("extract_fields", True),
+            attachments=settings.get("embedded_xml", True),
+        )
     elif media_type == sniff.DOCX:
-        text, pages, fields = readers.read_docx(data)
+        document = readers.read_docx(data)
     elif media_type in (sniff.XLSX, sniff.XLSM):
-        text, pages, fields = readers.read_xlsx(data, max_cells=settings["max_cells"])
+        document = readers.read_xlsx(data, max_cells=settings.get("max_cells", 2_000_000), media_type=media_type)
     elif media_type == sniff.OLE_ENCRYPTED_OOXML:
         raise DocumentError(ErrorKind.encrypted, "a password-protected Office document; remove the password and retry")
     elif media_type is not None and media_type.startswith("image/"):
@@ -49,23 +77,20 @@ def parse_document(name: str, data: bytes, settings: ParseSettings) -> Extractio
         raise DocumentError(ErrorKind.unsupported, f"{_describe(media_type)} is not a format the embedded extractor reads")
     else:
         decoded, encoding = readers.decode_text(data)
-        media_type = sniff.sniff_text(decoded, name)
-        if encoding not in ("utf-8", "utf-8-sig", "ascii"):
-            warnings.append(f"decoded as {encoding}")
-        if media_type == sniff.HTML:
-            text, pages, fields = readers.read_html(decoded)
-        elif media_type == sniff.XML:
-            text, pages, fields = readers.read_xml(decoded)
-        elif media_type == sniff.CSV:
-            text, pages, fields = readers.read_csv_text(decoded)
+        kind = sniff.sniff_text(decoded, name)
+        if kind == sniff.HTML:
+            document = readers.read_html(decoded)
+        elif kind == sniff.XML:
+            document = readers.read_xml(decoded)
+        elif kind == sniff.CSV:
+            document = readers.read_csv_text(decoded)
         else:
-            text, pages, fields = decoded, None, {}
-    if media_type not in _TEXT_KINDS and not text.strip() and media_type != sniff.PDF:
-        warnings.append("the document holds no text")
-    warnings.extend(readers.pop_warnings(fields))
-    if settings["extract_fields"]:
-        fields = {**basic_fields(text), **fields}
-    return Extraction(fields=fields, text=text, pages=pages, media_type=media_type, warnings=warnings)
+            document = ReadDocument(text=decoded, pages=None, media_type=kind)
+        if encoding not in ("utf-8", "utf-8-sig", "ascii"):
+            document.warnings.insert(0, f"decoded as {encoding}")
+    if document.media_type not in _TEXT_KINDS and not document.text.strip() and document.media_type != sniff.PDF:
+        document.warnings.append("the document holds no text")
+    return document
 
 
 def _describe(media_type: str) -> str:

@@ -1,7 +1,8 @@
 """Offline readers for the formats the embedded extractor handles, one function per format.
 
-Each takes bytes and returns (text, pages, fields); each raises `DocumentError` with a precise
-kind for what it recognises as the document's fault.
+Each takes bytes (or decoded text) and returns a `ReadDocument` (text, pages, words or table
+cells, attachments, warnings); each raises `DocumentError` with a precise kind for what it
+recognises as the document's fault.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import zipfile
 from typing import Any, NoReturn
 
 from blocks import sniff
+from blocks.document import PageSize, ReadDocument, Word
 from blocks.errors import DocumentError
 from blocks.models import ErrorKind
 
@@ -22,28 +24,21 @@ from blocks.models import ErrorKind
 # crash the process, so every PDFium call in this process goes through this lock.
 PDFIUM_LOCK = threading.Lock()
 
-ReaderOutput = tuple[str, int | None, dict[str, Any]]
-
-
-# Reader warnings ride in the fields dict under this key until the extractor moves them to the
-# result's warnings (`pop_warnings`); they are never exported as a field.
-WARNINGS_KEY = "_warnings"
-
-
-def pop_warnings(fields: dict[str, Any]) -> list[str]:
-    """Remove and return the warnings a reader left in its fields."""
-    return list(fields.pop(WARNINGS_KEY, None) or [])
-
-
 # Characters whose Unicode mapping is checked per page: an even sample, not every character
 # (a per-character PDFium call costs about 1.3 µs, more than extracting the text itself).
 _MAPPING_SAMPLE = 64
 # Share of sampled characters without a Unicode mapping above which a PDF's text is garbage.
 _UNMAPPED_NO_TEXT = 0.9
+# Pages whose words (with boxes) are kept for the layout heuristics: an invoice's header,
+# parties, table and totals sit on its first pages; a 2,000-page report needs no boxes.
+WORD_PAGES = 30
 
 
-def read_pdf(data: bytes, *, max_pages: int, passwords: list[str] | None = None) -> ReaderOutput:
-    """Text layer of every page, joined by form feeds; never renders a page.
+def read_pdf(
+    data: bytes, *, max_pages: int, passwords: list[str] | None = None, words: bool = True, attachments: bool = True
+) -> ReadDocument:
+    """Text layer of every page, joined by form feeds, with words and boxes of the first
+    `WORD_PAGES` pages and the embedded files that may be e-invoice XML; never renders a page.
 
     A PDF whose pages all yield no text fails with `no_text`, saying whether its pages hold
     images (a scan), only drawings (text as curves) or nothing; one whose characters (nearly) all
@@ -52,13 +47,22 @@ def read_pdf(data: bytes, *, max_pages: int, passwords: list[str] | None = None)
     """
     import pypdfium2 as pdfium
 
+    from blocks.einvoice import pdf_attachments
+    from blocks.words import page_words
+
     warnings_: list[str] = []
+    positioned: list[Word] = []
+    sizes: list[PageSize] = []
+    embedded: list[tuple[str, bytes]] = []
     with PDFIUM_LOCK:
         pdf = _open_pdf(pdfium, data, passwords or [])
         try:
             pages = len(pdf)
             if pages > max_pages:
                 raise DocumentError(ErrorKind.too_large, f"the PDF has {pages} pages, over the limit of {max_pages}")
+            if attachments:
+                embedded, attachment_warnings = pdf_attachments(pdf)
+                warnings_.extend(attachment_warnings)
             texts: list[str] = []
             unreadable = 0
             sampled = unmapped = 0
@@ -77,8 +81,14 @@ def read_pdf(data: bytes, *, max_pages: int, passwords: list[str] | None = None)
                             page_sampled, page_unmapped = _sample_unmapped(textpage)
                             sampled += page_sampled
                             unmapped += page_unmapped
+                            if words and number < WORD_PAGES:
+                                page_list, size = page_words(page, textpage, number + 1)
+                                positioned.extend(page_list)
+                                sizes.append(size)
                         else:
                             content |= _page_content(page)
+                            if words and number < WORD_PAGES:
+                                sizes.append(PageSize(*page.get_size()))  # kept aligned with page numbers
                         texts.append(text)
                     finally:
                         textpage.close()
@@ -107,8 +117,10 @@ def read_pdf(data: bytes, *, max_pages: int, passwords: list[str] | None = None)
         )
     elif _no_letters(text):
         warnings_.append("the text holds no letters, only digits and symbols: a font may lack a Unicode mapping")
-    fields: dict[str, Any] = {WARNINGS_KEY: warnings_} if warnings_ else {}
-    return text, pages, fields
+    return ReadDocument(
+        text=text, pages=pages, media_type=sniff.PDF, words=positioned, page_sizes=sizes,
+        attachments=embedded, warnings=warnings_,
+    )
 
 
 def _open_pdf(pdfium: Any, data: bytes, passwords: list[str]) -> Any:
@@ -222,7 +234,8 @@ def refuse_archive(data: bytes, media_type: str) -> NoReturn:
     raise DocumentError(ErrorKind.unsupported, f"{what}; archives are not opened: unpack it and add its files to the batch")
 
 
-def read_docx(data: bytes) -> ReaderOutput:
+def read_docx(data: bytes) -> ReadDocument:
+    """Paragraphs and tables of the body, then of headers and footers; each table's rows as cells too."""
     import docx
     from docx.opc.exceptions import PackageNotFoundError
 
@@ -239,22 +252,22 @@ def read_docx(data: bytes) -> ReaderOutput:
             seen_parts.add(id(part.part))
             part_lines, part_tables = _docx_lines(part)
             lines.extend(part_lines)
-            tables += part_tables
+            tables.extend(part_tables)
     text = "\n".join(lines).strip("\n")
-    return text, None, {"tables": tables}
+    return ReadDocument(text=text, pages=None, media_type=sniff.DOCX, tables=tables)
 
 
-def _docx_lines(container: Any) -> tuple[list[str], int]:
-    """Paragraphs and table rows of a body, header or footer, in document order."""
+def _docx_lines(container: Any) -> tuple[list[str], list[list[list[str]]]]:
+    """Paragraphs and table rows of a body, header or footer, in document order, and the tables' cells."""
     from docx.table import Table
 
     lines: list[str] = []
-    tables = 0
+    tables: list[list[list[str]]] = []
     for item in container.iter_inner_content():
         if isinstance(item, Table):
-            tables += 1
-            for row in item.rows:
-                lines.append("\t".join(_docx_cell_text(cell) for cell in row.cells))
+            rows = [[_docx_cell_text(cell) for cell in row.cells] for row in item.rows]
+            tables.append(rows)
+            lines.extend("\t".join(row) for row in rows)
         else:
             lines.append(item.text)
     return lines, tables
@@ -273,7 +286,8 @@ def _docx_cell_text(cell: Any) -> str:
     return " / ".join(p for p in parts if p)
 
 
-def read_xlsx(data: bytes, *, max_cells: int) -> ReaderOutput:
+def read_xlsx(data: bytes, *, max_cells: int, media_type: str = sniff.XLSX) -> ReadDocument:
+    """Every sheet's non-empty rows (values, not formulas); each sheet is one table; pages = sheets."""
     import openpyxl
     from openpyxl.utils.exceptions import InvalidFileException
 
@@ -285,13 +299,13 @@ def read_xlsx(data: bytes, *, max_cells: int) -> ReaderOutput:
     except (InvalidFileException, KeyError, ValueError, zipfile.BadZipFile, TypeError, IndexError) as exc:
         raise DocumentError(ErrorKind.corrupt, f"not a readable Excel workbook ({exc})") from None
     lines: list[str] = []
-    sheets: list[str] = []
+    tables: list[list[list[str]]] = []
     cells = 0
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             for sheet in workbook.worksheets:
-                sheets.append(sheet.title)
+                rows: list[list[str]] = []
                 lines.append(f"# {sheet.title}")
                 for row in sheet.iter_rows(values_only=True):
                     values = ["" if v is None else _cell_text(v) for v in row]
@@ -302,9 +316,11 @@ def read_xlsx(data: bytes, *, max_cells: int) -> ReaderOutput:
                         raise DocumentError(ErrorKind.too_large, f"the workbook has more than {max_cells} cells")
                     if values:
                         lines.append("\t".join(values))
+                        rows.append(values)
+                tables.append(rows)
     finally:
         workbook.close()
-    return "\n".join(lines), len(sheets), {"sheets": sheets}
+    return ReadDocument(text="\n".join(lines), pages=len(tables), media_type=media_type, tables=tables)
 
 
 def _cell_text(value: Any) -> str:
@@ -316,20 +332,24 @@ def _cell_text(value: Any) -> str:
     return str(value)
 
 
-def read_html(text: str) -> ReaderOutput:
+def read_html(text: str) -> ReadDocument:
+    """Visible text (no scripts or styles), one line per block, and every <table>'s rows as cells."""
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(text, "html.parser")
     for tag in soup(["script", "style", "noscript", "template"]):
         tag.decompose()
-    title = soup.title.get_text(strip=True) if soup.title else None
+    tables = []
+    for table in soup.find_all("table"):
+        rows = [[cell.get_text(" ", strip=True) for cell in row.find_all(["td", "th"])] for row in table.find_all("tr")]
+        tables.append([row for row in rows if any(row)])
     lines = [line.strip() for line in soup.get_text("\n").splitlines()]
     body = "\n".join(line for line in lines if line)
-    fields: dict[str, Any] = {"title": title} if title else {}
-    return body, None, fields
+    return ReadDocument(text=body, pages=None, media_type=sniff.HTML, tables=tables)
 
 
-def read_xml(text: str) -> ReaderOutput:
+def read_xml(text: str) -> ReadDocument:
+    """The text nodes of a (non e-invoice) XML document, one per line."""
     import xml.etree.ElementTree as ElementTree
 
     try:
@@ -337,10 +357,11 @@ def read_xml(text: str) -> ReaderOutput:
     except ElementTree.ParseError as exc:
         raise DocumentError(ErrorKind.corrupt, f"malformed XML ({exc})") from None
     parts = [t.strip() for t in root.itertext() if t.strip()]
-    return "\n".join(parts), None, {"xml_root": root.tag.rsplit("}", 1)[-1]}
+    return ReadDocument(text="\n".join(parts), pages=None, media_type=sniff.XML)
 
 
-def read_csv_text(text: str) -> ReaderOutput:
+def read_csv_text(text: str) -> ReadDocument:
+    """Rows with the sniffed delimiter (, ; tab |); text is the rows tab-separated; one table."""
     sample = text[:8192]
     try:
         dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
@@ -348,9 +369,8 @@ def read_csv_text(text: str) -> ReaderOutput:
     except csv.Error:
         delimiter = ","
     rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
-    header = rows[0] if rows else []
     lines = ["\t".join(row) for row in rows]
-    return "\n".join(lines), None, {"rows": max(len(rows) - 1, 0), "columns": header}
+    return ReadDocument(text="\n".join(lines), pages=None, media_type=sniff.CSV, tables=[rows])
 
 
 _BOMS = (

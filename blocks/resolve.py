@@ -10,7 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 from prefect.blocks.core import Block
 
 from blocks.embedded import EmbeddedExtractor
-from blocks.errors import SourceUnavailable
+from blocks.errors import BatchRefused, SourceUnavailable
 from blocks.extractor import Extractor
 from blocks.local import LocalDirectory, LocalFolder
 from blocks.models import DocumentRef
@@ -117,13 +117,23 @@ def resolve_source(spec: str, *, include: list[str], exclude: list[str], recursi
 
 
 def resolve_extractor(spec: str, **embedded_options: object) -> Extractor:
-    """``embedded`` (with options), or a saved extractor block's name (``embedded-extractor/strict``)."""
+    """``embedded`` (with options), or a saved extractor block's name (``embedded-extractor/strict``).
+
+    The extractor's configuration is checked here, once, before any document is read: a broken
+    one (a template that does not compile) is a `BatchRefused` naming the file and the reason.
+    """
     spec = spec.strip()
     if spec in ("", "embedded"):
-        return EmbeddedExtractor(**embedded_options)  # type: ignore[arg-type]
-    block = load_block(spec, Extractor, "extractor")
-    assert isinstance(block, Extractor)
-    return block
+        extractor: Extractor = EmbeddedExtractor(**embedded_options)  # type: ignore[arg-type]
+    else:
+        block = load_block(spec, Extractor, "extractor")
+        assert isinstance(block, Extractor)
+        extractor = block
+    try:
+        extractor.check()
+    except ValueError as exc:
+        raise BatchRefused(f"the extractor's configuration cannot be used: {exc}") from None
+    return extractor
 
 
 def resolve_destination(spec: str) -> Destination:

@@ -152,7 +152,7 @@ def extract_batch(
         try:
             src = resolve_source(source, include=include or [], exclude=exclude or [], recursive=recursive)
             src.check()
-            loading = pool.submit(copy_context().run, resolve_extractor, extraction.extractor, max_pages=extraction.max_pages)
+            loading = pool.submit(copy_context().run, resolve_extractor, extraction.extractor, **extraction.embedded_options())
             destination = resolve_destination(export.output_dir)
             destination.check()
             listing = pool.submit(copy_context().run, list_documents, src, 0 if documents else max_documents, quote(feed) if feed else None)
@@ -338,9 +338,12 @@ def run_batch(
 
 def settings_key(src: Source, include: list[str], exclude: list[str], recursive: bool, extractor: Extractor, extraction: ExtractionSettings) -> str:
     """The key of everything that decides a document's result: equal keys, equal results."""
+    # `fingerprint` holds what the settings do not show, e.g. a templates folder's content: a
+    # changed template is a new configuration for resume and ingestion, though its path is not.
     return batch_key(
         source=src.describe(), include=include, exclude=exclude, recursive=recursive,
         extractor=extractor.label, extractor_settings=extractor.model_dump(mode="json"),
+        extractor_fingerprint=extractor.fingerprint(),
         keep_text=extraction.keep_text, max_file_size_mb=extraction.max_file_size_mb,
     )
 

@@ -76,6 +76,10 @@ def run(
     max_file_size_mb: Annotated[float, typer.Option("--max-file-size-mb", help="Documents larger than this fail as too_large.")] = 100.0,
     max_pages: Annotated[int, typer.Option("--max-pages", help="PDFs with more pages fail as too_large.")] = 2000,
     retries: Annotated[int, typer.Option("--retries", help="Retries for transient errors (0-10).")] = 2,
+    templates: Annotated[Optional[str], typer.Option("--templates", help="Folder of invoice2data templates (.yml/.json): the first whose keywords match a document fills its fields (embedded extractor).")] = None,
+    embedded_xml: Annotated[bool, typer.Option("--embedded-xml/--no-embedded-xml", help="Read the Factur-X / ZUGFeRD / XRechnung XML that PDFs embed (exact fields); --no-embedded-xml reads their page text instead.")] = True,
+    languages: Annotated[Optional[list[str]], typer.Option("--language", "-l", help="Language of the documents (ISO 639-1, e.g. de), repeatable: narrows how dates with month names are read. Default: any.")] = None,
+    schema: Annotated[str, typer.Option("--schema", help="'invoice' (default: the invoice schema, or a template's fields) or 'none' (text, pages and type only).")] = "invoice",
     resume: Annotated[bool, typer.Option("--resume", help="Continue the newest unfinished run of this same batch in --output (after a crash or kill): documents already in its checkpoint are not extracted again.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole BatchReport as JSON on stdout and nothing else.")] = False,
 ) -> None:
@@ -90,7 +94,8 @@ def run(
 
     try:
         extraction = ExtractionSettings(
-            extractor=extractor, keep_text=keep_text, max_file_size_mb=max_file_size_mb, max_pages=max_pages, retries=retries
+            extractor=extractor, keep_text=keep_text, max_file_size_mb=max_file_size_mb, max_pages=max_pages, retries=retries,
+            templates=templates or "", embedded_xml=embedded_xml, languages=languages or [], schema_name=schema,  # type: ignore[arg-type]
         )
         export = ExportSettings(output_dir=output, formats=formats if formats else list(ExportFormat))
         if not 1 <= concurrency <= 64:
@@ -111,6 +116,14 @@ def run(
     except SourceUnavailable as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(unavailable_exit_code(exc)) from None
+    if extraction.extractor.strip() in ("", "embedded"):
+        from blocks.embedded import EmbeddedExtractor
+
+        try:  # a broken template is refused here, with its file and reason, before any document is read
+            EmbeddedExtractor(**extraction.embedded_options()).check()
+        except ValueError as exc:
+            err.print(f"[red]refused:[/] the extractor's configuration cannot be used: {exc}")
+            raise typer.Exit(EXIT_BAD_PARAMETERS) from None
 
     from flows.batch import extract_batch
 
@@ -227,18 +240,25 @@ def webhook(
 
 
 def print_summary(report: BatchReport, console: Console) -> None:
+    from rich.markup import escape
+
+    from blocks.invoice_schema import headline
+
     table = Table(title=f"{report.name} — {report.status}", title_justify="left")
     for column, justify in (("#", "right"), ("file", "left"), ("status", "left"), ("pages", "right"), ("fields / error", "left")):
         table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
     colours = {"succeeded": "green", "failed": "red", "skipped": "yellow"}
     for result in report.results:
         if result.status == "succeeded":
-            detail = ", ".join(f"{k}={v}" for k, v in result.fields.items() if not isinstance(v, (list, dict)))[:120]
+            values = {k: v for k, v in headline(result.fields).items() if v not in (None, "", 0)}
+            detail = ", ".join(f"{k}={v}" for k, v in values.items())[:120]
+            if result.fields_source:
+                detail = f"({result.fields_source}) {detail}"
         else:
             detail = f"{result.error_kind.value if result.error_kind else ''}: {result.error}"
         table.add_row(
             str(result.ref.index), result.ref.name, f"[{colours[result.status]}]{result.status}[/]",
-            "" if result.pages is None else str(result.pages), detail,
+            "" if result.pages is None else str(result.pages), escape(detail),
         )
     console.print(table)
     totals = report.totals

@@ -14,7 +14,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 from pydantic import BaseModel, Field
 
-from blocks.errors import DocumentError, SourceUnavailable
+from blocks.errors import BatchRefused, DocumentError, SourceUnavailable
 from blocks.local import LocalDirectory
 from blocks.models import BatchTotals, DocumentRef
 from blocks.resolve import resolve_destination, resolve_extractor, resolve_source
@@ -96,10 +96,10 @@ def ingest_inbox(
     try:
         src = resolve_source(source, include=include or [], exclude=exclude or [], recursive=recursive)
         src.check()
-        extractor = resolve_extractor(extraction.extractor, max_pages=extraction.max_pages)
+        extractor = resolve_extractor(extraction.extractor, **extraction.embedded_options())
         destination = resolve_destination(export.output_dir)
         destination.check()
-    except SourceUnavailable as exc:
+    except (SourceUnavailable, BatchRefused) as exc:
         logger.warning("Ingestion refused: %s", exc)
         return Failed(message=str(exc), data=exc)  # type: ignore[return-value]
     key = settings_key(src, include or [], exclude or [], recursive, extractor, extraction)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import BaseModel, Field
 
 from blocks.models import ExportFormat
@@ -28,6 +30,37 @@ class ExtractionSettings(BaseModel):
     retry_backoff_s: float = Field(
         default=1.0, ge=0, le=600, description="First retry delay in seconds; doubles on each retry, with jitter."
     )
+    schema_name: Literal["invoice", "none"] = Field(
+        default="invoice",
+        title="Schema",
+        description="'invoice': the default invoice schema (EN 16931 core: number, dates, parties, totals, tax, "
+        "line items), or a template's own fields; 'none': text, pages and type only. Embedded extractor.",
+    )
+    templates: str = Field(
+        default="",
+        description="Folder of invoice2data templates (.yml/.json) on the worker; the first whose keywords match a "
+        "document fills its fields. Empty: no templates. Embedded extractor; a saved block carries its own.",
+    )
+    embedded_xml: bool = Field(
+        default=True,
+        description="Read the Factur-X / ZUGFeRD / XRechnung XML that PDFs embed (exact fields). Off: fields from "
+        "the page text. Embedded extractor.",
+    )
+    languages: list[str] = Field(
+        default=[],  # a literal default renders as a list field in the UI form
+        description="ISO 639-1 codes of the documents' languages (e.g. de, fr) for dates with month names; "
+        "empty: any. Embedded extractor.",
+    )
+
+    def embedded_options(self) -> dict[str, Any]:
+        """The embedded extractor's settings these batch settings carry (a saved block uses its own)."""
+        return {
+            "max_pages": self.max_pages,
+            "extract_fields": self.schema_name == "invoice",
+            "embedded_xml": self.embedded_xml,
+            "templates": self.templates.strip() or None,
+            "languages": list(self.languages),
+        }
 
 
 class ExportSettings(BaseModel):

@@ -9,7 +9,7 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
-from blocks.errors import SourceUnavailable
+from blocks.errors import BatchRefused, SourceUnavailable
 from blocks.models import BatchReport, DocumentResult
 from blocks.resolve import resolve_destination, resolve_extractor, resolve_source
 from flows.batch import run_batch, settings_key
@@ -47,10 +47,10 @@ def retry_failed(batch: str, batch_name: str = "") -> BatchReport:
         export = ExportSettings(**settings.export)
         src = resolve_source(settings.source, include=settings.include, exclude=settings.exclude, recursive=settings.recursive)
         src.check()
-        extractor = resolve_extractor(extraction.extractor, max_pages=extraction.max_pages)
+        extractor = resolve_extractor(extraction.extractor, **extraction.embedded_options())
         destination = resolve_destination(export.output_dir)
         destination.check()
-    except SourceUnavailable as exc:
+    except (SourceUnavailable, BatchRefused) as exc:
         logger.warning("Retry refused: %s", exc)
         return Failed(message=str(exc), data=exc)  # type: ignore[return-value]
 

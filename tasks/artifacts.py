@@ -14,13 +14,13 @@ from uuid import UUID
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
+from blocks.invoice_schema import headline
 from blocks.models import BatchReport, DocumentResult
 
 TABLE_KEY = "docbatch-documents"
 SUMMARY_KEY = "docbatch-summary"
 PROGRESS_KEY = "docbatch-progress"
 LINK_KEY = "docbatch-exports"
-KEY_FIELDS = ("invoice_number", "date", "total", "currency")
 TABLE_ROW_LIMIT = 5000
 SUMMARY_FAILURE_LIMIT = 50
 
@@ -35,8 +35,9 @@ def table_rows(results: Sequence[DocumentResult]) -> list[dict[str, Any]]:
     rows = []
     for result in results[:TABLE_ROW_LIMIT]:
         row: dict[str, Any] = {"#": result.ref.index, "file": result.ref.name, "status": result.status}
-        for key in KEY_FIELDS:
-            row[key] = _cell(result.fields.get(key))
+        for key, value in headline(result.fields).items():
+            row[key] = _cell(value)
+        row["fields from"] = result.fields_source
         row["pages"] = result.pages
         row["error"] = f"{result.error_kind.value}: {result.error}" if result.error_kind else None
         rows.append(row)

@@ -26,7 +26,7 @@ from blocks.models import DocumentResult, ExportFormat
 LINE_ITEM_KEYS = ("line_items", "lines")
 DOCUMENT_COLUMNS = [
     "index", "file", "status", "error_kind", "error", "media_type", "pages", "size",
-    "sha256", "attempts", "duration_ms", "extractor", "warnings", "uri",
+    "sha256", "attempts", "duration_ms", "extractor", "fields_source", "reader", "warnings", "uri",
 ]
 ERROR_COLUMNS = ["index", "file", "status", "error_kind", "error", "uri"]
 XLSX_CELL_LIMIT = 32_767
@@ -65,6 +65,8 @@ def document_row(result: DocumentResult) -> dict[str, Any]:
         "attempts": result.attempts,
         "duration_ms": result.duration_ms,
         "extractor": result.extractor,
+        "fields_source": result.fields_source,
+        "reader": result.reader,
         "warnings": "; ".join(result.warnings) or None,
         "uri": ref.uri,
     }

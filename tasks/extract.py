@@ -98,6 +98,8 @@ def extract_one(ref: DocumentRef, source: Source, extractor: Extractor, options:
         warnings=[*warnings, *extraction.warnings],
         duration_ms=round((time.perf_counter() - started) * 1000, 2),
         extractor=extractor.label,
+        fields_source=extraction.fields_source,
+        reader=extraction.reader,
     )
 
 

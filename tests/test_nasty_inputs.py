@@ -122,8 +122,8 @@ CASES = [
     Case("nasty-inputs/text-extraction-traps/pypdf_test_Orient.pdf", None, "box text at top"),
     # valid PDFs whose embedded ZUGFeRD/Factur-X XML is invalid: the page text is what we read
     Case("zugferd/invalid/FNFE-factur-x-examples_Facture_FR_EN16931.pdf", None, "Au bon moulin"),
-    Case("zugferd/invalid/Mustangproject_factur-x-invalid-xml-encoding-attribute.pdf", None, "RE-20190610"),
-    Case("zugferd/invalid/Mustangproject_fail1.pdf", None, "RE-20151008"),
+    Case("zugferd/invalid/Mustangproject_factur-x-invalid-xml-encoding-attribute.pdf", None, "RE-20190610", "embedded XML 'factur-x.xml' ignored"),
+    Case("zugferd/invalid/Mustangproject_fail1.pdf", None, "RE-20151008", "lacks EN 16931 mandatory terms"),
     Case("zugferd/invalid/python-factur-x_python-factur-x.pdf", None, "RE-20171118"),
     Case("office/xlsx/null_file.xlsx", E.empty, "0 bytes"),
     Case("office/xlsx/null_archive.xlsx", E.unsupported, "ZIP archive (not an Office document) holding 1 file(s): null_file.xlsx"),
@@ -380,8 +380,10 @@ def test_password_list_through_the_flow_never_leaks(tmp_path: Path, caplog: pyte
     assert {"report.json", "documents.csv", "documents.xlsx"} <= set(places)
     assert "locked-0.pdf" in places["Prefect logs"] or "locked documents" in places["Prefect logs"]
     assert caplog.records and leaked("pdf encryption test\npassword: asdfzxcv") == ["asdfzxcv", "password", "test"]
+    # Three of the PDFs read "pdf encryption test", which the layout path takes as the seller's
+    # name: the document's own words are not a leak of the candidate password 'test'.
     for place, text in places.items():
-        assert not leaked(text), f"a candidate password appears in the {place}"
+        assert not leaked(text.replace("pdf encryption test", "")), f"a candidate password appears in the {place}"
 
 
 def _xlsx_text(path: Path) -> str:
