@@ -300,7 +300,7 @@ SYNTAXES: dict[str, Syntax] = {
 
 # --------------------------------------------------------------------------- safe parsing
 
-def _parser() -> etree.XMLParser:
+def safe_xml_parser() -> etree.XMLParser:
     """A parser that cannot be made to expand entities, read files or use the network."""
     return etree.XMLParser(
         resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_comments=True
@@ -342,7 +342,7 @@ def _parse(data: bytes) -> etree._Element:
         raise EInvoiceError("The e-invoice XML declares entities: not read (entity declarations can expand "
                             "without limit or read local files).")
     try:
-        root = etree.fromstring(data, parser=_parser())
+        root = etree.fromstring(data, parser=safe_xml_parser())
     except etree.XMLSyntaxError as exc:
         raise EInvoiceError(_syntax_message(text, exc)) from None
     except (ValueError, LookupError) as exc:  # lxml refuses e.g. unicode strings with a declaration

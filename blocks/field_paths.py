@@ -55,7 +55,7 @@ def _from_xml(document: ReadDocument, data: bytes, settings: Any, warnings: list
         try:
             return FieldsOutcome(read_einvoice(data), "xml", "xml")
         except EInvoiceError as exc:
-            raise DocumentError(ErrorKind.corrupt, f"an e-invoice XML that cannot be read: {exc}") from None
+            raise DocumentError(ErrorKind.corrupt, str(exc)) from None
     if not settings.get("embedded_xml", True):
         return None
     for name, xml in document.attachments:  # only .xml attachments (blocks.einvoice.pdf_attachments)

@@ -46,7 +46,13 @@ from blocks.models import ErrorKind
 # Imported by the forkserver once, so every worker forked from it starts with them loaded.
 # `blocks.parsing` brings the readers and their small dependencies; the others are the
 # readers' heavy imports, done lazily in-process but worth sharing between workers.
-_WARM_IMPORTS = ("blocks.parsing", "pypdfium2", "docx", "openpyxl", "bs4", "charset_normalizer")
+# The extraction paths (XML, layout) run on every document and are small (about 4 MB of address
+# space with lxml); dateparser, invoice2data and pypdf (about 30 MB) load in a worker only when a
+# document needs them (a month name, a templates folder, the third reader of the template cascade).
+_WARM_IMPORTS = (
+    "blocks.parsing", "blocks.field_paths", "blocks.einvoice", "blocks.layout", "lxml.etree",
+    "pypdfium2", "docx", "openpyxl", "bs4", "charset_normalizer",
+)
 
 # How often a busy worker's memory is sampled while its parse runs (only parses that take
 # longer than this are sampled at all): a sample reads /proc/<pid>/status, about 20 µs.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
 import threading
 import warnings
 import zipfile
@@ -348,15 +349,23 @@ def read_html(text: str) -> ReadDocument:
     return ReadDocument(text=body, pages=None, media_type=sniff.HTML, tables=tables)
 
 
+_XML_DECLARATION = re.compile(r"^\ufeff?\s*<\?xml[^>]*\?>")
+
+
 def read_xml(text: str) -> ReadDocument:
-    """The text nodes of a (non e-invoice) XML document, one per line."""
-    import xml.etree.ElementTree as ElementTree
+    """The text nodes of an XML document, one per line; entities are never expanded, nothing is fetched."""
+    from lxml import etree
+
+    from blocks.einvoice import safe_xml_parser
 
     try:
-        root = ElementTree.fromstring(text)
-    except ElementTree.ParseError as exc:
+        # Already decoded: its declaration's encoding no longer applies (lxml refuses it on a str).
+        root = etree.fromstring(_XML_DECLARATION.sub("", text, count=1), safe_xml_parser())
+    except (etree.XMLSyntaxError, ValueError) as exc:
         raise DocumentError(ErrorKind.corrupt, f"malformed XML ({exc})") from None
-    parts = [t.strip() for t in root.itertext() if t.strip()]
+    if root is None:
+        raise DocumentError(ErrorKind.corrupt, "malformed XML (no root element)")
+    parts = [t.strip() for t in root.itertext() if isinstance(t, str) and t.strip()]
     return ReadDocument(text="\n".join(parts), pages=None, media_type=sniff.XML)
 
 

@@ -33,7 +33,7 @@ def test_json_output_is_the_report_and_nothing_else(cli_env: dict[str, str], tmp
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)  # the whole of stdout is one JSON document
     assert report["status"] == "completed" and [r["ref"]["name"] for r in report["results"]] == names
-    assert set(report["exports"]) == {"documents.csv", "report.json"}
+    assert set(report["exports"]) == {"documents.csv", "line_items.csv", "report.json"}  # its table gives line items
     assert "Beginning flow run" in done.stderr  # Prefect's logs went to stderr
 
 
