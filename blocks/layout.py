@@ -360,7 +360,12 @@ def fill_invoice(doc: ReadDocument, languages: list[str] | None = None) -> dict[
     if result["issue_date"] is None and number_hit is not None:
         line_text = " ".join(c.text for c in lines[number_hit.cell.line] if c.x0 >= number_hit.cell.x0)
         result["issue_date"] = parse_date(line_text, languages, order)
-    if result["issue_date"] is None:
+    # Unlabelled guesses (the first date, the top-most line as the seller) only for a document
+    # that shows itself as an invoice: a letter or a spreadsheet gets no made-up invoice fields.
+    invoice_like = number_hit is not None or _document_type(text) is not None or any(
+        by_field.get(field) for field in ("grand_total", "due_payable")
+    )
+    if result["issue_date"] is None and invoice_like:
         result["issue_date"] = parse_date(text[:3000], languages, order)
     result["due_date"] = _labelled_date(by_field.get("due_date", []), layout, languages, order)
 
@@ -380,7 +385,7 @@ def fill_invoice(doc: ReadDocument, languages: list[str] | None = None) -> dict[
                 totals[key] = abs(value)
 
     buyer_lines = _buyer_lines(by_field.get("buyer", []), layout)
-    result["seller"]["name"] = _seller_name(by_field, layout, buyer_lines)
+    result["seller"]["name"] = _seller_name(by_field, layout, buyer_lines, guess=invoice_like)
     seller_vat, buyer_vat = _vat_ids(lines, buyer_lines)
     result["seller"]["vat_id"], result["buyer"]["vat_id"] = seller_vat, buyer_vat
     result["payment"]["iban"] = _iban(text)
@@ -534,7 +539,7 @@ def _has_legal_form(text: str) -> bool:
     return any(w in LEGAL_FORMS for w in words[1:]) or any(f in _fold(text) for f in (" gmbh", " b.v.", " s.a.", " ltd"))
 
 
-def _seller_name(by_field: dict[str, list[Hit]], layout: _Layout, buyer_lines: set[int]) -> str | None:
+def _seller_name(by_field: dict[str, list[Hit]], layout: _Layout, buyer_lines: set[int], guess: bool = True) -> str | None:
     # 1. a seller label: its value, or a 'Name:' line of the block under it
     for hit in by_field.get("seller", []):
         if hit.start > 2:
@@ -564,7 +569,7 @@ def _seller_name(by_field: dict[str, list[Hit]], layout: _Layout, buyer_lines: s
         if (name := _clean_name(cell.text)):
             return name
     # 3. the top-most line that reads like a name
-    for line in first_page[:6]:
+    for line in first_page[:6] if guess else []:
         if line[0].line in buyer_lines:
             continue
         for cell in line:
