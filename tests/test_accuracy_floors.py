@@ -1,0 +1,89 @@
+"""Extraction quality cannot silently regress: per-set, per-field hit rates on the public corpus.
+
+The floors are the rates `benchmarks/accuracy.py` measured on 2026-12-02 (layout path: embedded XML
+ignored, no templates) minus 5 points, rounded down; on sets of 5-9 documents that means one more
+miss than today fails. Re-measure with `.venv/bin/python benchmarks/accuracy.py` (add `--details` for
+the misses) and raise a floor when the extractor gets better. Fields at 0 % today (buyer.name) have
+no floor yet.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.accuracy import CORE, corpus_cases, rates, score
+
+FLOORS: dict[str, dict[str, int]] = {
+    "zugferd-embedded": {
+        "invoice_number": 78,
+        "issue_date": 78,
+        "due_date": 95,
+        "currency": 95,
+        "seller.name": 78,
+        "seller.vat_id": 95,
+        "buyer.vat_id": 61,
+        "totals.grand_total": 78,
+        "totals.tax_total": 61,
+        "totals.tax_basis_total": 95,
+        "document_type_code": 95,
+        "line_items": 75,
+        "core": 82
+    },
+    "xml-rechnung": {
+        "invoice_number": 95,
+        "issue_date": 95,
+        "currency": 95,
+        "seller.name": 83,
+        "seller.vat_id": 95,
+        "totals.grand_total": 95,
+        "totals.tax_total": 95,
+        "totals.tax_basis_total": 95,
+        "document_type_code": 72,
+        "line_items": 95,
+        "buyer.vat_id": 95,
+        "due_date": 95,
+        "core": 95
+    },
+    "invoice2data": {
+        "invoice_number": 78,
+        "issue_date": 95,
+        "currency": 95,
+        "seller.name": 61,
+        "totals.grand_total": 95,
+        "line_items": 61,
+        "payment.iban": 95,
+        "due_date": 95,
+        "core": 90
+    },
+    "azure": {
+        "invoice_number": 95,
+        "issue_date": 95,
+        "due_date": 95,
+        "totals.grand_total": 95,
+        "totals.tax_total": 95,
+        "seller.name": 95,
+        "core": 95
+    }
+}
+
+
+@pytest.fixture(scope="module")
+def measured() -> dict[str, dict[str, dict[str, float | int]]]:
+    return rates(score(corpus_cases()))
+
+
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_hit_rates_stay_above_their_floors(measured: dict, name: str) -> None:
+    below = {
+        field: f"{measured[name][field]['percent']} % < {floor} %"
+        for field, floor in FLOORS[name].items()
+        if measured[name].get(field, {"percent": 0.0})["percent"] < floor
+    }
+    assert not below, f"{name}: {below}"
+
+
+def test_with_embedded_xml_the_zugferd_sets_are_exact() -> None:
+    table = rates(score(corpus_cases(("zugferd-embedded", "xml-rechnung")), embedded_xml=True))
+    for name in ("zugferd-embedded", "xml-rechnung"):
+        assert {field: row["percent"] for field, row in table[name].items()} == {field: 100.0 for field in table[name]}, name
+    assert set(CORE) <= set(table["xml-rechnung"])
