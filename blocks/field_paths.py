@@ -44,6 +44,10 @@ def extract_fields(document: ReadDocument, data: bytes, settings: Any) -> Fields
             return found
     from blocks.layout import fill_invoice
 
+    if document.media_type == sniff.PDF and folder and not document.words:
+        from blocks.readers import pdf_words
+
+        document.words, document.page_sizes = pdf_words(data, settings.get("passwords"))
     reader = "pdfium" if document.media_type == sniff.PDF else None
     return FieldsOutcome(fill_invoice(document, settings.get("languages") or None), "layout", reader, warnings)
 

@@ -60,7 +60,8 @@ def read_document(name: str, data: bytes, settings: ParseSettings) -> ReadDocume
             data,
             max_pages=settings.get("max_pages", 2000),
             passwords=settings.get("passwords", []),
-            words=settings.get("extract_fields", True),
+            # with templates, words are read only if no template matches (blocks.field_paths)
+            words=settings.get("extract_fields", True) and not settings.get("templates"),
             attachments=settings.get("embedded_xml", True),
         )
     elif media_type == sniff.DOCX:

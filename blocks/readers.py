@@ -124,6 +124,39 @@ def read_pdf(
     )
 
 
+def pdf_words(data: bytes, passwords: list[str] | None = None) -> tuple[list[Word], list[PageSize]]:
+    """Words with boxes of the first `WORD_PAGES` pages, for a PDF read earlier without them.
+
+    A batch with templates reads PDFs without words (a matching template needs only text, and
+    words cost about half of a page's reading); the layout path asks for them here when no
+    template matched. The PDF opened once before, so it opens again.
+    """
+    import pypdfium2 as pdfium
+
+    from blocks.words import page_words
+
+    positioned: list[Word] = []
+    sizes: list[PageSize] = []
+    with PDFIUM_LOCK:
+        pdf = _open_pdf(pdfium, data, passwords or [])
+        try:
+            for number in range(min(len(pdf), WORD_PAGES)):
+                page = pdf[number]
+                try:
+                    textpage = page.get_textpage()
+                    try:
+                        page_list, size = page_words(page, textpage, number + 1)
+                    finally:
+                        textpage.close()
+                finally:
+                    page.close()
+                positioned.extend(page_list)
+                sizes.append(size)
+        finally:
+            pdf.close()
+    return positioned, sizes
+
+
 def _open_pdf(pdfium: Any, data: bytes, passwords: list[str]) -> Any:
     """The opened document: first without a password, then with each candidate in turn."""
     from pypdfium2 import raw
