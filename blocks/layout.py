@@ -298,7 +298,11 @@ class _Layout:
 
 def _value_token(text: str) -> str | None:
     """An identifier (invoice number) at the start of `text`: has a digit, not a date or amount."""
-    token = text.split()[0] if text.split() else ""
+    parts = text.split()
+    token = parts[0] if parts else ""
+    if len(parts) > 1 and re.fullmatch(r"[A-Za-z]{1,2}", token) and re.match(r"\d", parts[1]):
+        # a series letter printed apart from its number ('F 1234K20/1234/12', 'A 2021-17')
+        token = f"{token} {parts[1]}"
     token = token.strip(",;:()").lstrip("#")
     if not token or len(token) > 40 or not any(ch.isdigit() for ch in token):
         return None

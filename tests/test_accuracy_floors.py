@@ -45,7 +45,7 @@ FLOORS: dict[str, dict[str, int]] = {
         "core": 95
     },
     "invoice2data": {
-        "invoice_number": 78,
+        "invoice_number": 95,
         "issue_date": 95,
         "currency": 95,
         "seller.name": 61,
@@ -53,7 +53,7 @@ FLOORS: dict[str, dict[str, int]] = {
         "line_items": 61,
         "payment.iban": 95,
         "due_date": 95,
-        "core": 90
+        "core": 95
     },
     "azure": {
         "invoice_number": 95,

@@ -251,3 +251,14 @@ def test_fill_invoice_empty_and_shape() -> None:
     got = fill_invoice(ReadDocument(text="", pages=0, media_type="text/plain"))
     assert got == Invoice().model_dump()
     Invoice.model_validate(fill_invoice(ReadDocument(text="Invoice 123\nTotal 10,00 EUR", pages=None, media_type="text/plain")))
+
+
+def test_a_series_letter_printed_apart_from_its_number_stays_with_it() -> None:
+    from blocks.document import ReadDocument
+    from blocks.layout import fill_invoice
+
+    text = "Muster GmbH\nRechnung Nr.: A 2021-17\nRechnungsdatum: 03.02.2021\nGesamtbetrag: 119,00 EUR\n"
+    fields = fill_invoice(ReadDocument(text=text, pages=None, media_type="text/plain"))
+    assert fields["invoice_number"] == "A 2021-17"
+    text = "Muster GmbH\nRechnung Nr.: 2021-17 vom 03.02.2021\nGesamtbetrag: 119,00 EUR\n"
+    assert fill_invoice(ReadDocument(text=text, pages=None, media_type="text/plain"))["invoice_number"] == "2021-17"
