@@ -148,11 +148,17 @@ def test_a_broken_template_refuses_the_batch_before_any_document(tmp_path: Path,
 
 def test_a_changed_template_changes_the_fingerprint(tmp_path: Path) -> None:
     templates = _templates_of(corpus("invoice2data", "compare", "Orlen"), tmp_path / "t")
+    from blocks.local import LocalDirectory
+    from flows.batch import settings_key
+    from flows.params import ExtractionSettings
+
     extractor = EmbeddedExtractor(templates=str(templates))
-    before = extractor.fingerprint()
+    source, settings = LocalDirectory(path=str(tmp_path)), ExtractionSettings(templates=str(templates))
+    before, key_before = extractor.fingerprint(), settings_key(source, [], [], True, extractor, settings)
     template = next(templates.iterdir())
     template.write_text(template.read_text().replace("PLN", "EUR"))
     assert extractor.fingerprint() != before and before
+    assert settings_key(source, [], [], True, extractor, settings) != key_before  # same path, new content
     assert EmbeddedExtractor().fingerprint() == ""
 
 
