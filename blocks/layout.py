@@ -390,6 +390,7 @@ def fill_invoice(doc: ReadDocument, languages: list[str] | None = None) -> dict[
 
     buyer_lines = _buyer_lines(by_field.get("buyer", []), layout)
     result["seller"]["name"] = _seller_name(by_field, layout, buyer_lines, guess=invoice_like)
+    result["buyer"]["name"] = _buyer_name(by_field, layout)
     seller_vat, buyer_vat = _vat_ids(lines, buyer_lines)
     result["seller"]["vat_id"], result["buyer"]["vat_id"] = seller_vat, buyer_vat
     result["payment"]["iban"] = _iban(text)
@@ -521,13 +522,44 @@ def _buyer_lines(hits: list[Hit], layout: _Layout) -> set[int]:
     return lines
 
 
+def _buyer_name(by_field: dict[str, list[Hit]], layout: _Layout) -> str | None:
+    """The name opening the buyer's block: after its label in the same cell, a 'Name:' line of
+    the block, or the line under the label."""
+    for hit in by_field.get("buyer", []):
+        if hit.start > 2:
+            continue
+        rest = hit.rest.strip(" :/")
+        while rest and (label := _LABEL_RE.match(rest)):  # 'Rechnungsempfänger/Leistungsempfänger'
+            rest = rest[label.end():].strip(" :/")
+        rest = _NAME_LABEL.sub("", rest)
+        if rest:
+            if (name := _clean_name(rest)):
+                return name
+            continue  # the label's own line holds something else ('Your order AB321')
+        for named in [h for h in by_field.get("name", []) if 0 < h.cell.line - hit.cell.line <= 4 and h.start == 0]:
+            for value in layout.candidates(named)[:1]:
+                if (name := _clean_name(value)):
+                    return name
+        below = layout.below(hit.cell)
+        if below is not None and not _LABEL_RE.match(below.text) and (name := _clean_name(_NAME_LABEL.sub("", below.text))):
+            return name
+    return None
+
+
+_NAME_LABEL = re.compile(r"^(?:name|nom|naam|nombre|nome)\s*:\s*", re.IGNORECASE)
+
+
 def _clean_name(text: str) -> str | None:
     parts = re.split(r"\s+[-–−|●•·]\s+|\s*[|●•]\s*", text)
     name = parts[0].strip(" ,;:")
     words = name.split()
     for i, word in enumerate(words[1:], start=1):
-        if word.lower().strip(",;:") in LEGAL_FORMS and i < len(words) - 1 and words[i + 1].lower().strip(",;:") not in LEGAL_FORMS:
-            name = " ".join(words[: i + 1]).strip(",;: ")  # 'Free SAS au capital de …' → 'Free SAS'
+        tail = words[i + 1 :]
+        if word.lower().strip(",;:") in LEGAL_FORMS and tail and tail[0].lower().strip(",;:") not in LEGAL_FORMS and (
+            len(tail) > 2 or not tail[0][:1].isupper()
+        ):
+            # 'Free SAS au capital de …' → 'Free SAS'; a short capitalised rest stays ('Kunden AG Mitte')
+            name = " ".join(words[: i + 1]).strip(",;: ")
             break
     # a document title printed beside the name ('Amazon Web Services Invoice')
     name = re.sub(r"\s+(?:invoice|rechnung|facture|factuur|factura|fattura|receipt)\s*$", "", name, flags=re.IGNORECASE)

@@ -262,3 +262,17 @@ def test_a_series_letter_printed_apart_from_its_number_stays_with_it() -> None:
     assert fields["invoice_number"] == "A 2021-17"
     text = "Muster GmbH\nRechnung Nr.: 2021-17 vom 03.02.2021\nGesamtbetrag: 119,00 EUR\n"
     assert fill_invoice(ReadDocument(text=text, pages=None, media_type="text/plain"))["invoice_number"] == "2021-17"
+
+
+def test_the_buyer_is_the_name_of_the_block_under_its_label() -> None:
+    from blocks.document import ReadDocument
+    from blocks.layout import fill_invoice
+
+    text = (
+        "Lieferant GmbH\nRechnung Nr. 4711\nDatum: 05.06.2018\nKäufer/Leistungsempfänger\nNummer: GE2020211\n"
+        "Name: Kunden AG Mitte\nAnschrift: Kundenstraße 15\nGesamtbetrag: 119,00 EUR\n"
+    )
+    fields = fill_invoice(ReadDocument(text=text, pages=None, media_type="text/plain"))
+    assert fields["buyer"]["name"] == "Kunden AG Mitte"
+    text = "ACME Ltd\nInvoice No. 17\nBill to: Contoso Inc.\nTotal: 10.00 USD\n"
+    assert fill_invoice(ReadDocument(text=text, pages=None, media_type="text/plain"))["buyer"]["name"] == "Contoso Inc."
