@@ -28,7 +28,7 @@ class ParseSettings(TypedDict, total=False):
     passwords: list[str]
     embedded_xml: bool  # read e-invoice XML embedded in PDFs (Factur-X, ZUGFeRD, XRechnung)
     templates: str | None  # a folder of invoice2data templates
-    templates_digest: str | None  # its content hash, so a worker reloads a changed folder
+    templates_digest: str | None  # its content hash: a worker loads the folder once per digest, refuses a changed one
     languages: list[str]  # ISO 639-1 codes that narrow date parsing; empty: any
     on_no_template: str  # 'layout' (fall back, with a warning) or 'fail'
 
