@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from blocks.embedded import EmbeddedExtractor
     from blocks.extractor import Extractor
     from blocks.local import LocalDirectory, LocalFolder
+    from blocks.openai_compatible import OpenAICompatibleExtractor
+    from blocks.schemas import ExtractionSchema
 
 _LAZY = {
     "AwsCredentials": "blocks.aws",
@@ -25,9 +27,14 @@ _LAZY = {
     "Extractor": "blocks.extractor",
     "LocalDirectory": "blocks.local",
     "LocalFolder": "blocks.local",
+    "OpenAICompatibleExtractor": "blocks.openai_compatible",
+    "ExtractionSchema": "blocks.schemas",
 }
 
-__all__ = ["AwsCredentials", "S3Destination", "S3Source", "EmbeddedExtractor", "Extractor", "LocalDirectory", "LocalFolder"]
+__all__ = [
+    "AwsCredentials", "S3Destination", "S3Source", "EmbeddedExtractor", "Extractor", "LocalDirectory", "LocalFolder",
+    "OpenAICompatibleExtractor", "ExtractionSchema",
+]
 
 
 def __getattr__(name: str) -> Any:

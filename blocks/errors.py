@@ -12,11 +12,23 @@ class DocumentError(Exception):
     Everything about the bytes themselves (corrupt, encrypted, empty) is permanent.
     """
 
-    def __init__(self, kind: ErrorKind, message: str, *, transient: bool = False) -> None:
+    def __init__(
+        self, kind: ErrorKind, message: str, *, transient: bool = False, raw_output: str | None = None,
+        tokens_in: int | None = None, tokens_out: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.transient = transient
+        # A model's reply that could not be used, and the tokens the failed document still cost:
+        # both are kept on the document's result (a person reads the reply; the budget counts the tokens).
+        self.raw_output = raw_output
+        self.tokens_in = tokens_in
+        self.tokens_out = tokens_out
+
+    # True when no other document can succeed either (a rejected API key): the batch stops
+    # sending documents instead of failing each one the same way.
+    stops_batch: bool = False
 
 
 class SourceUnavailable(Exception):

@@ -49,6 +49,20 @@ class Extractor(Block, ABC):
         Called once per batch; the default has nothing to check.
         """
 
+    def with_batch_settings(self, *, schema: str, prompt: str) -> Extractor:
+        """This extractor with a batch's target schema and prompt applied (model extractors).
+
+        One that fills a fixed schema refuses any other, and a prompt, rather than ignore them.
+        """
+        if schema.strip() not in ("", "invoice"):
+            raise ValueError(
+                f"the {self.label} fills the invoice schema (or its templates' fields), not {schema.strip()!r}: "
+                "pick a model extractor (openai-compatible-extractor) for other schemas"
+            )
+        if prompt.strip():
+            raise ValueError(f"the {self.label} takes no prompt: pick a model extractor (openai-compatible-extractor)")
+        return self
+
     def fingerprint(self) -> str:
         """State the block's settings do not show but results depend on (a templates folder's
         content); part of the batch key, so resume and ingestion notice a change."""

@@ -29,6 +29,8 @@ class ErrorKind(str, enum.Enum):
     - ``refused``: not read on purpose (a symlink leaving the source root, a special file).
     - ``backend``: a remote extraction service failed or answered nonsense.
     - ``template``: a template matched but could not give its required fields, or raised.
+    - ``invalid_output``: a model answered, twice, with output that does not validate against the
+      batch's schema (the result keeps the reply, truncated, in ``raw_output``).
     - ``internal``: a bug in docbatch or an extractor; the message says what raised.
     """
 
@@ -45,6 +47,7 @@ class ErrorKind(str, enum.Enum):
     refused = "refused"
     backend = "backend"
     template = "template"
+    invalid_output = "invalid_output"
     internal = "internal"
 
 
@@ -89,6 +92,8 @@ class Extraction(BaseModel):
         default=None, description="How the fields were obtained: 'embedded-xml', 'xml', 'template:<file>', 'layout'."
     )
     reader: str | None = Field(default=None, description="Which text reader gave the text the fields came from.")
+    tokens_in: int | None = Field(default=None, description="Prompt tokens a model back-end billed for this document.")
+    tokens_out: int | None = Field(default=None, description="Completion tokens a model back-end billed for this document.")
 
 
 class DocumentResult(BaseModel):
@@ -116,6 +121,11 @@ class DocumentResult(BaseModel):
     reader: str | None = Field(
         default=None, description="Which text reader gave the text the fields came from: pdfium, pdftotext, pypdf, text, attachment:<name>…"
     )
+    tokens_in: int | None = Field(default=None, description="Prompt tokens a model back-end billed for this document (all its requests).")
+    tokens_out: int | None = Field(default=None, description="Completion tokens a model back-end billed for this document.")
+    raw_output: str | None = Field(
+        default=None, description="A model's reply that failed schema validation (error_kind invalid_output), truncated."
+    )
 
 
 class BatchTotals(BaseModel):
@@ -124,6 +134,8 @@ class BatchTotals(BaseModel):
     failed: int = 0
     skipped: int = 0
     resumed: int = Field(default=0, description="Results taken from an interrupted run's checkpoint instead of extracted again.")
+    tokens_in: int = Field(default=0, description="Prompt tokens billed by model back-ends, summed over the documents.")
+    tokens_out: int = Field(default=0, description="Completion tokens billed by model back-ends, summed over the documents.")
 
     @property
     def done(self) -> int:

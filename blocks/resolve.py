@@ -71,10 +71,14 @@ def _looks_like_block_name(spec: str) -> bool:
 
 def load_block(spec: str, expected: type[Block] | tuple[type, ...], what: str) -> Block:
     """Load a saved block named ``<block-type-slug>/<name>`` and check it plays the expected role."""
+    from prefect.blocks.core import UnknownBlockType
+
     try:
         block = Block.load(spec)
     except (ValueError, KeyError) as exc:
         raise SourceUnavailable(f"no saved block named {spec!r} ({exc})") from None
+    except UnknownBlockType:
+        raise SourceUnavailable(f"saved block {spec!r} is of a type this docbatch does not know") from None
     if not isinstance(block, expected):
         raise SourceUnavailable(f"saved block {spec!r} is a {type(block).__name__}, not a {what}")
     return block
@@ -116,20 +120,25 @@ def resolve_source(spec: str, *, include: list[str], exclude: list[str], recursi
     return LocalDirectory(path=path, include=list(include), exclude=list(exclude), recursive=recursive)
 
 
-def resolve_extractor(spec: str, **embedded_options: object) -> Extractor:
-    """``embedded`` (with options), or a saved extractor block's name (``embedded-extractor/strict``).
+def resolve_extractor(spec: str, *, schema: str = "", prompt: str = "", **embedded_options: object) -> Extractor:
+    """``embedded`` (with options), or a saved extractor block's name (``embedded-extractor/strict``,
+    ``openai-compatible-extractor/local-llama``), with the batch's schema and prompt applied.
 
     The extractor's configuration is checked here, once, before any document is read: a broken
-    one (a template that does not compile) is a `BatchRefused` naming the file and the reason.
+    one (a template that does not compile, a schema that is no JSON Schema) is a `BatchRefused`
+    naming the file and the reason.
     """
     spec = spec.strip()
     if spec in ("", "embedded"):
         extractor: Extractor = EmbeddedExtractor(**embedded_options)  # type: ignore[arg-type]
     else:
+        import blocks.openai_compatible  # noqa: F401 - Block.load finds a block class only once it is imported
+
         block = load_block(spec, Extractor, "extractor")
         assert isinstance(block, Extractor)
         extractor = block
     try:
+        extractor = extractor.with_batch_settings(schema=schema, prompt=prompt)
         extractor.check()
     except ValueError as exc:
         raise BatchRefused(f"the extractor's configuration cannot be used: {exc}") from None

@@ -152,7 +152,7 @@ def extract_batch(
         try:
             src = resolve_source(source, include=include or [], exclude=exclude or [], recursive=recursive)
             src.check()
-            loading = pool.submit(copy_context().run, resolve_extractor, extraction.extractor, **extraction.embedded_options())
+            loading = pool.submit(copy_context().run, resolve_extractor, extraction.extractor, **extraction.extractor_options())
             destination = resolve_destination(export.output_dir)
             destination.check()
             listing = pool.submit(copy_context().run, list_documents, src, 0 if documents else max_documents, quote(feed) if feed else None)

@@ -40,6 +40,17 @@ def unavailable_exit_code(exc: SourceUnavailable) -> int:
         return EXIT_UNREACHABLE
     return EXIT_SOURCE_UNAVAILABLE
 
+def schema_settings(schema: str) -> dict[str, str]:
+    """`--schema`: 'invoice' and 'none' choose what the embedded extractor fills; anything else is
+    a model extractor's target (a file path made absolute, so the flow reads the same file)."""
+    schema = schema.strip()
+    if schema in ("invoice", "none", ""):
+        return {"schema_name": schema or "invoice", "target_schema": ""}
+    if not schema.startswith("{") and os.path.isfile(schema):
+        schema = os.path.abspath(schema)
+    return {"schema_name": "invoice", "target_schema": schema}
+
+
 app = typer.Typer(
     help="docbatch: batch document extraction on Prefect.",
     no_args_is_help=True,
@@ -79,7 +90,8 @@ def run(
     templates: Annotated[Optional[str], typer.Option("--templates", help="Folder of invoice2data templates (.yml/.json): the first whose keywords match a document fills its fields (embedded extractor).")] = None,
     embedded_xml: Annotated[bool, typer.Option("--embedded-xml/--no-embedded-xml", help="Read the Factur-X / ZUGFeRD / XRechnung XML that PDFs embed (exact fields); --no-embedded-xml reads their page text instead.")] = True,
     languages: Annotated[Optional[list[str]], typer.Option("--language", "-l", help="Language of the documents (ISO 639-1, e.g. de), repeatable: narrows how dates with month names are read. Default: any.")] = None,
-    schema: Annotated[str, typer.Option("--schema", help="'invoice' (default: the invoice schema, or a template's fields) or 'none' (text, pages and type only).")] = "invoice",
+    schema: Annotated[str, typer.Option("--schema", help="'invoice' (default: the invoice schema, or a template's fields), 'none' (text, pages and type only), or for model extractors 'receipt', a JSON Schema file, or a saved 'extraction-schema/NAME'.")] = "invoice",
+    prompt: Annotated[Optional[str], typer.Option("--prompt", help="Instructions sent with every document to a model extractor, e.g. 'These are German supplier invoices'.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the newest unfinished run of this same batch in --output (after a crash or kill): documents already in its checkpoint are not extracted again.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole BatchReport as JSON on stdout and nothing else.")] = False,
 ) -> None:
@@ -95,7 +107,8 @@ def run(
     try:
         extraction = ExtractionSettings(
             extractor=extractor, keep_text=keep_text, max_file_size_mb=max_file_size_mb, max_pages=max_pages, retries=retries,
-            templates=templates or "", embedded_xml=embedded_xml, languages=languages or [], schema_name=schema,  # type: ignore[arg-type]
+            templates=templates or "", embedded_xml=embedded_xml, languages=languages or [],
+            **schema_settings(schema), prompt=prompt or "",
         )
         export = ExportSettings(output_dir=output, formats=formats if formats else list(ExportFormat))
         if not 1 <= concurrency <= 64:
@@ -116,14 +129,20 @@ def run(
     except SourceUnavailable as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(unavailable_exit_code(exc)) from None
-    if extraction.extractor.strip() in ("", "embedded"):
-        from blocks.embedded import EmbeddedExtractor
+    try:  # a broken template or schema is refused here, with its file and reason, before any document is read
+        if extraction.extractor.strip() in ("", "embedded"):
+            from blocks.embedded import EmbeddedExtractor
 
-        try:  # a broken template is refused here, with its file and reason, before any document is read
-            EmbeddedExtractor(**extraction.embedded_options()).check()
-        except ValueError as exc:
-            err.print(f"[red]refused:[/] the extractor's configuration cannot be used: {exc}")
-            raise typer.Exit(EXIT_BAD_PARAMETERS) from None
+            EmbeddedExtractor(**extraction.embedded_options()).with_batch_settings(
+                schema=extraction.target_schema, prompt=extraction.prompt
+            ).check()
+        elif extraction.target_schema:
+            from blocks.schemas import load_target_schema
+
+            load_target_schema(extraction.target_schema)
+    except ValueError as exc:
+        err.print(f"[red]refused:[/] the extractor's configuration cannot be used: {exc}")
+        raise typer.Exit(EXIT_BAD_PARAMETERS) from None
 
     from flows.batch import extract_batch
 

@@ -96,7 +96,7 @@ def ingest_inbox(
     try:
         src = resolve_source(source, include=include or [], exclude=exclude or [], recursive=recursive)
         src.check()
-        extractor = resolve_extractor(extraction.extractor, **extraction.embedded_options())
+        extractor = resolve_extractor(extraction.extractor, **extraction.extractor_options())
         destination = resolve_destination(export.output_dir)
         destination.check()
     except (SourceUnavailable, BatchRefused) as exc:

@@ -51,6 +51,23 @@ class ExtractionSettings(BaseModel):
         description="ISO 639-1 codes of the documents' languages (e.g. de, fr) for dates with month names; "
         "empty: any. Embedded extractor.",
     )
+    target_schema: str = Field(
+        default="",
+        title="Schema for model extractors",
+        description="What a model extractor fills: 'invoice', 'receipt', a JSON Schema pasted here, a JSON Schema "
+        "file path on the worker, or a saved 'extraction-schema/NAME'. Empty: the extractor block's own.",
+        json_schema_extra={"format": "textarea"},
+    )
+    prompt: str = Field(
+        default="",
+        description="Instructions sent with every document to a model extractor (what the documents are, how to "
+        "read them). Empty: the extractor block's own.",
+        json_schema_extra={"format": "textarea"},
+    )
+
+    def extractor_options(self) -> dict[str, Any]:
+        """What `blocks.resolve.resolve_extractor` takes besides the extractor's name."""
+        return {"schema": self.target_schema, "prompt": self.prompt, **self.embedded_options()}
 
     def embedded_options(self) -> dict[str, Any]:
         """The embedded extractor's settings these batch settings carry (a saved block uses its own)."""

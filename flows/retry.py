@@ -47,7 +47,7 @@ def retry_failed(batch: str, batch_name: str = "") -> BatchReport:
         export = ExportSettings(**settings.export)
         src = resolve_source(settings.source, include=settings.include, exclude=settings.exclude, recursive=settings.recursive)
         src.check()
-        extractor = resolve_extractor(extraction.extractor, **extraction.embedded_options())
+        extractor = resolve_extractor(extraction.extractor, **extraction.extractor_options())
         destination = resolve_destination(export.output_dir)
         destination.check()
     except (SourceUnavailable, BatchRefused) as exc:

@@ -58,6 +58,8 @@ def summary_markdown(report: BatchReport) -> str:
         "",
         f"Source: `{report.source}` · extractor: `{report.extractor}`",
     ]
+    if totals.tokens_in or totals.tokens_out:
+        lines += ["", f"Model tokens: {totals.tokens_in:,} in, {totals.tokens_out:,} out"]
     problems = [r for r in report.results if r.status != "succeeded"]
     if problems:
         lines += ["", "## Failed and skipped documents", "", "| # | file | kind | error |", "| ---: | --- | --- | --- |"]

@@ -27,6 +27,8 @@ def rollup(results: list[DocumentResult]) -> tuple[BatchStatus, BatchTotals, str
         succeeded=sum(r.status == "succeeded" for r in results),
         failed=sum(r.status == "failed" for r in results),
         skipped=sum(r.status == "skipped" for r in results),
+        tokens_in=sum(r.tokens_in or 0 for r in results),
+        tokens_out=sum(r.tokens_out or 0 for r in results),
     )
     if totals.total == 0:
         return "completed", totals, "no documents matched in the source: nothing to extract"

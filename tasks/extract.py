@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prefect import task
@@ -57,8 +57,15 @@ class TransientFailures(Exception):
     """Some documents of a shard hit transient errors; Prefect retries the task run for those only."""
 
 
-def extract_one(ref: DocumentRef, source: Source, extractor: Extractor, options: ExtractOptions) -> DocumentResult:
-    """Fetch, extract and forget one document. Never raises: every outcome is a result."""
+def extract_one(
+    ref: DocumentRef, source: Source, extractor: Extractor, options: ExtractOptions,
+    on_stop: Callable[[str], None] | None = None,
+) -> DocumentResult:
+    """Fetch, extract and forget one document. Never raises: every outcome is a result.
+
+    An error that says the whole batch cannot go on (`DocumentError.stops_batch`: the back-end
+    rejected the API key) is reported through `on_stop`, so the rest are skipped, not sent.
+    """
     started = time.perf_counter()
     if ref.refused:
         return DocumentResult(
@@ -76,6 +83,8 @@ def extract_one(ref: DocumentRef, source: Source, extractor: Extractor, options:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
         error = exc if isinstance(exc, DocumentError) else extractor.classify(exc)
+        if error.stops_batch and on_stop is not None:
+            on_stop(f"the batch stopped after {ref.name}: {error.message}")
         return DocumentResult(
             ref=ref,
             status="failed",
@@ -86,6 +95,9 @@ def extract_one(ref: DocumentRef, source: Source, extractor: Extractor, options:
             warnings=warnings,
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
             extractor=extractor.label,
+            raw_output=getattr(error, "raw_output", None),
+            tokens_in=getattr(error, "tokens_in", None),
+            tokens_out=getattr(error, "tokens_out", None),
         )
     return DocumentResult(
         ref=ref,
@@ -100,6 +112,8 @@ def extract_one(ref: DocumentRef, source: Source, extractor: Extractor, options:
         extractor=extractor.label,
         fields_source=extraction.fields_source,
         reader=extraction.reader,
+        tokens_in=extraction.tokens_in,
+        tokens_out=extraction.tokens_out,
     )
 
 
@@ -182,7 +196,13 @@ def extract_documents(
     with runtime.shard_slots() as slots:
         for ref, previous in documents():
             with slots.document(ref.index):
-                result = extract_one(ref, source, extractor, options)
+                if runtime.stopped is not None:  # checked inside the slot: a stop may come while waiting for it
+                    result = DocumentResult(
+                        ref=ref, status="skipped", error=f"not extracted: {runtime.stopped}", error_kind=ErrorKind.backend,
+                        error_transient=False, extractor=extractor.label,
+                    )
+                else:
+                    result = extract_one(ref, source, extractor, options, on_stop=runtime.stop)
             result.attempts = (previous.attempts if previous else 0) + 1
             kept[ref.index] = result
             transient = result.status == "failed" and bool(result.error_transient)

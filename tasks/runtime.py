@@ -120,6 +120,9 @@ class BatchRuntime:
     title: str = ""
     delivered: queue.SimpleQueue[tuple[DocumentResult, str] | None] | None = None
     last_progress: threading.Thread | None = None
+    # Set by the first document whose error stops the whole batch (an API key the back-end
+    # rejects): the documents not yet started are then skipped with this reason, not sent.
+    stopped: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -144,6 +147,12 @@ class BatchRuntime:
         """Wait until the last progress update (sent while the batch is collected) has landed."""
         if self.last_progress is not None:
             self.last_progress.join(timeout)
+
+    def stop(self, reason: str) -> None:
+        """Skip every document not yet started, with `reason` (the first reason is kept)."""
+        with self._lock:
+            if self.stopped is None:
+                self.stopped = reason
 
     def document_finished(self, result: DocumentResult) -> None:
         """Checkpoint one final result, count it and hand it to the flow.
