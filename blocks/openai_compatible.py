@@ -230,9 +230,8 @@ class OpenAICompatibleExtractor(Extractor):
             try:
                 # While a form is unproven, a refusal must come back at once, not after retries.
                 answer = self._post(messages, target, form, attempts=self.max_attempts if (last or form == known) else 1)
-            except HttpAuthError as exc:
-                exc.stops_batch = True
-                raise
+            except HttpAuthError:
+                raise  # stops the batch (HttpAuthError.stops_batch): no other form or document can do better
             except HttpError as exc:
                 if not last and exc.status in (400, 422, 500) and _FORMAT_REFUSAL.search(exc.body_excerpt or ""):
                     continue
