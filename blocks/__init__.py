@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from blocks.embedded import EmbeddedExtractor
     from blocks.extractor import Extractor
     from blocks.local import LocalDirectory, LocalFolder
+    from blocks.hosted_extractor import HostedExtractor
     from blocks.openai_compatible import OpenAICompatibleExtractor
+    from blocks.routing import RoutingExtractor
     from blocks.schemas import ExtractionSchema
 
 _LAZY = {
@@ -28,12 +30,14 @@ _LAZY = {
     "LocalDirectory": "blocks.local",
     "LocalFolder": "blocks.local",
     "OpenAICompatibleExtractor": "blocks.openai_compatible",
+    "HostedExtractor": "blocks.hosted_extractor",
     "ExtractionSchema": "blocks.schemas",
+    "RoutingExtractor": "blocks.routing",
 }
 
 __all__ = [
     "AwsCredentials", "S3Destination", "S3Source", "EmbeddedExtractor", "Extractor", "LocalDirectory", "LocalFolder",
-    "OpenAICompatibleExtractor", "ExtractionSchema",
+    "OpenAICompatibleExtractor", "HostedExtractor", "ExtractionSchema", "RoutingExtractor",
 ]
 
 

@@ -14,7 +14,7 @@ class DocumentError(Exception):
 
     def __init__(
         self, kind: ErrorKind, message: str, *, transient: bool = False, raw_output: str | None = None,
-        tokens_in: int | None = None, tokens_out: int | None = None,
+        tokens_in: int | None = None, tokens_out: int | None = None, skip: bool = False,
     ) -> None:
         super().__init__(message)
         self.kind = kind
@@ -25,6 +25,8 @@ class DocumentError(Exception):
         self.raw_output = raw_output
         self.tokens_in = tokens_in
         self.tokens_out = tokens_out
+        # Not a failure: the document was left out on purpose (no route took it); reported `skipped`.
+        self.skip = skip
 
     # True when no other document can succeed either (a rejected API key): the batch stops
     # sending documents instead of failing each one the same way.

@@ -63,6 +63,15 @@ class Extractor(Block, ABC):
             raise ValueError(f"the {self.label} takes no prompt: pick a model extractor (openai-compatible-extractor)")
         return self
 
+    def cost(self, tokens_in: int | None, tokens_out: int | None) -> float | None:
+        """What these tokens cost at the block's prices; None when it has none (or no tokens)."""
+        return None
+
+    def cache_key(self) -> str | None:
+        """A key for results that depend only on the bytes and this configuration (a model's
+        answer at temperature 0), so the result cache may answer for it; None: never cached."""
+        return None
+
     def fingerprint(self) -> str:
         """State the block's settings do not show but results depend on (a templates folder's
         content); part of the batch key, so resume and ingestion notice a change."""

@@ -94,6 +94,10 @@ class Extraction(BaseModel):
     reader: str | None = Field(default=None, description="Which text reader gave the text the fields came from.")
     tokens_in: int | None = Field(default=None, description="Prompt tokens a model back-end billed for this document.")
     tokens_out: int | None = Field(default=None, description="Completion tokens a model back-end billed for this document.")
+    route: str | None = Field(default=None, description="The routing extractor's route that took the document.")
+    provenance: dict[str, Any] | None = Field(
+        default=None, description="Where each value of `fields` was found, mirroring their structure (blocks.provenance)."
+    )
 
 
 class DocumentResult(BaseModel):
@@ -123,8 +127,16 @@ class DocumentResult(BaseModel):
     )
     tokens_in: int | None = Field(default=None, description="Prompt tokens a model back-end billed for this document (all its requests).")
     tokens_out: int | None = Field(default=None, description="Completion tokens a model back-end billed for this document.")
+    cost: float | None = Field(default=None, description="What this document's model requests cost, at the extractor block's prices.")
+    route: str | None = Field(default=None, description="The routing extractor's route that took the document.")
     raw_output: str | None = Field(
         default=None, description="A model's reply that failed schema validation (error_kind invalid_output), truncated."
+    )
+    provenance: dict[str, Any] | None = Field(
+        default=None,
+        description="Where each value of `fields` was found, mirroring their structure: objects with the same keys, "
+        "lists of the same length, each value {page, text, start, end, match, score, …} (blocks.provenance.Provenance) "
+        "or null. Kept in report.json and documents.json(l), never in CSV/XLSX/Parquet columns.",
     )
 
 
@@ -136,6 +148,7 @@ class BatchTotals(BaseModel):
     resumed: int = Field(default=0, description="Results taken from an interrupted run's checkpoint instead of extracted again.")
     tokens_in: int = Field(default=0, description="Prompt tokens billed by model back-ends, summed over the documents.")
     tokens_out: int = Field(default=0, description="Completion tokens billed by model back-ends, summed over the documents.")
+    cost: float | None = Field(default=None, description="Summed cost of the model requests, when the extractor block has prices.")
 
     @property
     def done(self) -> int:

@@ -19,13 +19,26 @@ A server that refuses a form with HTTP 400, 422 or 500 whose body names the resp
 moves the block to the next form, once per form; anything else is an ordinary error. Output
 that does not validate is sent back once with the validation errors; a second invalid answer
 fails the document as `invalid_output`, keeping the reply (truncated) on its result.
+
+Long documents: when the instructions, the document's text and room for the answer
+(`max_tokens`) would exceed the model's context (`context_tokens`, text estimated at
+`CHARS_PER_TOKEN` characters a token), the pages are packed in order into parts that fit (a
+page longer than a part is split by characters, with a warning), each part is asked on its own
+against the schema with nothing required and everything nullable (a part need not hold every
+field), with the same validation round, and the answers are merged (`merge_answers`): lists
+concatenated, dropping items equal to one an earlier part gave; objects merged key by key;
+other values the first non-empty one, with a warning naming the field when parts disagree. The
+merged fields are validated against the batch's schema once more. Tokens are summed over all
+requests. Every result's fields get their provenance (`blocks.provenance`) from the page texts.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator
@@ -33,12 +46,24 @@ from pydantic import Field, PrivateAttr, SecretStr, field_validator
 from blocks.errors import DocumentError
 from blocks.extractor import Extractor
 from blocks.models import ErrorKind, Extraction
+from blocks.provenance import provenance_for, to_json
 
 FORMS = ("json_schema", "json_object_schema", "json_object", "none")
+# Characters per token for estimates (dry run, tokens-per-minute limits): about 4 for English and
+# other Latin-script text with the common BPE tokenizers; the server's own count is what is billed.
+CHARS_PER_TOKEN = 4
 RAW_OUTPUT_CHARS = 2000
 # A refusal that names the structured-output request (OpenAI, vLLM, llama.cpp, Ollama phrasing).
 _FORMAT_REFUSAL = re.compile(r"response_format|json_schema|json_object|\bschema\b|grammar", re.IGNORECASE)
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
+# Characters per token when sizing requests: about 4 for English prose, 3 for German, numbers
+# and JSON with most tokenizers; the lower figure keeps requests inside the context.
+CHARS_PER_TOKEN = 3.0
+# Tokens a chat template adds around the messages (role markers, begin/end of turn).
+FRAMING_TOKENS = 32
+# A part must carry at least this many characters of the document, else the settings are refused.
+MIN_PART_CHARS = 200
+PART_NOTE = "This request holds only this part of the document: answer from it alone, null or [] for the rest."
 
 # The form each endpoint+model accepted, shared by every instance in this process (a batch's
 # threads and later batches alike), so only the first documents pay for a refused form.
@@ -98,7 +123,23 @@ class OpenAICompatibleExtractor(Extractor):
         default=100_000, ge=1000, description="Document text beyond this many characters is cut (with a warning) before sending."
     )
     max_pages: int = Field(default=2000, ge=1, description="A PDF with more pages fails as too_large before it is sent.")
+    context_tokens: int = Field(
+        default=8192, ge=256, le=10_000_000,
+        description="The model's context window in tokens (instructions, document and answer together). A longer "
+        "document is split by pages into requests that fit, and their answers merged.",
+    )
     passwords: list[SecretStr] = Field(default_factory=list, description="Candidate passwords for encrypted PDFs.")
+    max_concurrent_requests: int | None = Field(
+        default=None, ge=1,
+        description="Requests in flight at once for EVERY batch using this block (a Prefect global concurrency limit "
+        "named after the block, created on first use). Empty: only each batch's own concurrency.",
+    )
+    requests_per_minute: int | None = Field(default=None, ge=1, description="Shared by every batch using this block (a Prefect rate limit).")
+    tokens_per_minute: int | None = Field(
+        default=None, ge=1, description="Shared by every batch using this block; each request counts its estimate (prompt characters / 4 + max_tokens)."
+    )
+    price_per_million_tokens_in: float | None = Field(default=None, ge=0, description="Price of 1,000,000 prompt tokens, for costs and budgets.")
+    price_per_million_tokens_out: float | None = Field(default=None, ge=0, description="Price of 1,000,000 completion tokens.")
 
     _schema: Any = PrivateAttr(default=None)
 
@@ -132,10 +173,59 @@ class OpenAICompatibleExtractor(Extractor):
     def check(self) -> None:
         if not self.model.strip():
             raise ValueError("the model name is empty")
-        self.target()
+        self._part_room("x" * 40, _partial_target(self.target()))
 
     def fingerprint(self) -> str:
         return f"schema:{self.target().digest}"
+
+    def cost(self, tokens_in: int | None, tokens_out: int | None) -> float | None:
+        if self.price_per_million_tokens_in is None and self.price_per_million_tokens_out is None:
+            return None
+        if tokens_in is None and tokens_out is None:
+            return None
+        return round(
+            ((tokens_in or 0) * (self.price_per_million_tokens_in or 0) + (tokens_out or 0) * (self.price_per_million_tokens_out or 0)) / 1e6,
+            8,
+        )
+
+    # Settings that change how a request is sent, never what the model answers.
+    _NOT_IN_CACHE_KEY: ClassVar[set[str]] = {
+        "api_key", "extra_headers", "timeout_s", "max_attempts", "max_concurrent_requests", "requests_per_minute",
+        "tokens_per_minute", "price_per_million_tokens_in", "price_per_million_tokens_out", "passwords",
+    }
+
+    def cache_key(self) -> str | None:
+        import hashlib
+
+        settings = self.model_dump(mode="json", exclude=self._NOT_IN_CACHE_KEY)
+        text = json.dumps({"label": self.label, "settings": settings, "fingerprint": self.fingerprint()}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def limits(self) -> Any:
+        from blocks.rate_limits import BackendLimits
+
+        return BackendLimits(
+            max_concurrent_requests=self.max_concurrent_requests, requests_per_minute=self.requests_per_minute,
+            tokens_per_minute=self.tokens_per_minute,
+        )
+
+    def limit_prefix(self) -> str:
+        from blocks.rate_limits import limit_prefix
+
+        return limit_prefix(self.label, getattr(self, "_block_document_name", None), f"{self.base_url}|{self.model}")
+
+    def estimate(self, name: str, data: bytes) -> Any:
+        """The request `extract` would send for this document, estimated (for `--dry-run`); sends nothing."""
+        from flows.dry_run import TokenEstimate
+
+        read = self._read_text(name, data)
+        text = _numbered_pages(read.text, read.pages)[: self.max_text_chars]
+        prompt_chars = len(self._instructions(self.target())) + len(text) + len(name) + 12
+        tokens_in = prompt_chars // CHARS_PER_TOKEN + 1
+        return TokenEstimate(
+            pages=read.pages, text_chars=len(text), requests=1, tokens_in=tokens_in, tokens_out_max=self.max_tokens,
+            cost_max=self.cost(tokens_in, self.max_tokens),
+        )
 
     @property
     def output_fields(self) -> list[str]:
@@ -158,16 +248,32 @@ class OpenAICompatibleExtractor(Extractor):
     def extract(self, name: str, data: bytes) -> Extraction:
         read = self._read_text(name, data)
         warnings = list(read.warnings)
+        paged = "\f" in read.text or bool(read.pages)
+        pages = read.text.split("\f") if paged else [read.text]
         text = _numbered_pages(read.text, read.pages)
         if len(text) > self.max_text_chars:
             warnings.append(f"the text was cut to {self.max_text_chars:,} of {len(text):,} characters before sending")
             text = text[: self.max_text_chars]
         target = self.target()
-        messages = [
-            {"role": "system", "content": self._instructions(target)},
-            {"role": "user", "content": f"Document: {name}\n\n{text}"},
-        ]
         usage = _Usage()
+        instructions = self._instructions(target)
+        if len(text) <= self._room(instructions, f"Document: {name}\n\n"):
+            fields = self._ask(f"Document: {name}\n\n{text}", instructions, target, usage, warnings)
+        else:
+            fields = self._ask_in_parts(name, pages, paged, target, usage, warnings)
+        fields = target.complete(fields)
+        return Extraction(
+            fields=fields, text=read.text, pages=read.pages, media_type=read.media_type,
+            warnings=warnings, fields_source=f"model:{self.model}", reader=read.reader or "text",
+            tokens_in=usage.tokens_in, tokens_out=usage.tokens_out,
+            provenance=to_json(provenance_for(fields, pages, paged=paged)),
+        )
+
+    def _ask(
+        self, document: str, instructions: str, target: Any, usage: _Usage, warnings: list[str], part: str = "",
+    ) -> dict[str, Any]:
+        """One document (or part) asked, validated, and asked once more with the errors if invalid."""
+        messages = [{"role": "system", "content": instructions}, {"role": "user", "content": document}]
         content = self._complete(messages, target, usage)
         fields, problems = _parse(content, target)
         if problems:
@@ -183,17 +289,65 @@ class OpenAICompatibleExtractor(Extractor):
                     problems.insert(0, f"the answer stopped at max_tokens ({self.max_tokens}): raise it on the block")
                 raise DocumentError(
                     ErrorKind.invalid_output,
-                    f"the model's answer did not validate against the schema '{target.name}' after 2 tries: "
-                    + "; ".join(problems[:3]),
+                    f"{part + ': ' if part else ''}the model's answer did not validate against the schema "
+                    f"'{target.name}' after 2 tries: " + "; ".join(problems[:3]),
                     raw_output=content[:RAW_OUTPUT_CHARS],
                     tokens_in=usage.tokens_in, tokens_out=usage.tokens_out,
                 )
-            warnings.append("the model's first answer did not validate; the second did")
-        return Extraction(
-            fields=target.complete(fields), text=read.text, pages=read.pages, media_type=read.media_type,
-            warnings=warnings, fields_source=f"model:{self.model}", reader=read.reader or "text",
-            tokens_in=usage.tokens_in, tokens_out=usage.tokens_out,
+            warnings.append(f"{part + ': ' if part else ''}the model's first answer did not validate; the second did")
+        return fields
+
+    def _ask_in_parts(
+        self, name: str, pages: list[str], paged: bool, target: Any, usage: _Usage, warnings: list[str],
+    ) -> dict[str, Any]:
+        """A document longer than the context: its pages asked in parts that fit, the answers merged."""
+        partial = _partial_target(target)
+        try:
+            instructions, room = self._part_room(name, partial)
+        except ValueError as exc:
+            raise DocumentError(ErrorKind.too_large, f"the document is longer than the model's context, and {exc}") from None
+        parts, notes = split_pages(pages, room, paged=paged, limit=self.max_text_chars)
+        warnings.extend(notes)
+        warnings.append(
+            f"the document is longer than the model's context ({self.context_tokens:,} tokens): sent in {len(parts)} "
+            f"parts of at most {room:,} characters ({', '.join(p.label for p in parts)})"
         )
+        answers = []
+        for number, part in enumerate(parts, start=1):
+            label = f"part {number} of {len(parts)} ({part.label})"
+            header = f"Document: {name}, {label}. {PART_NOTE}\n\n"
+            answers.append(self._ask(header + part.text, instructions, partial, usage, warnings, part=label))
+        merged, notes = merge_answers(answers, [p.label for p in parts])
+        warnings.extend(notes)
+        problems = target.errors(merged)
+        if problems:
+            raise DocumentError(
+                ErrorKind.invalid_output,
+                f"the answers for the document's {len(parts)} parts, merged, do not validate against the schema "
+                f"'{target.name}': " + "; ".join(problems[:3]),
+                raw_output=json.dumps(merged, ensure_ascii=False)[:RAW_OUTPUT_CHARS],
+                tokens_in=usage.tokens_in, tokens_out=usage.tokens_out,
+            )
+        return merged
+
+    def _room(self, instructions: str, header: str) -> int:
+        """Characters of document text one request may carry besides `instructions` and `header`."""
+        tokens = self.context_tokens - self.max_tokens - FRAMING_TOKENS - math.ceil((len(instructions) + len(header)) / CHARS_PER_TOKEN)
+        return int(tokens * CHARS_PER_TOKEN)
+
+    def _part_room(self, name: str, partial: Any) -> tuple[str, int]:
+        """The instructions for parts and the characters of text each part may carry; refuses
+        settings that leave fewer than MIN_PART_CHARS."""
+        instructions = self._instructions(partial)
+        longest = f"Document: {name}, part 9999 of 9999 (pages 99999–99999). {PART_NOTE}\n\n"
+        room = self._room(instructions, longest)
+        if room < MIN_PART_CHARS:
+            raise ValueError(
+                f"context_tokens ({self.context_tokens:,}) leaves no room for the document: the instructions and schema take "
+                f"about {math.ceil(len(instructions) / CHARS_PER_TOKEN):,} tokens and the answer max_tokens "
+                f"({self.max_tokens:,}); raise context_tokens to the model's context or lower max_tokens"
+            )
+        return instructions, room
 
     def _read_text(self, name: str, data: bytes) -> Extraction:
         """The document's text from the embedded extractor's parser, in its isolated workers."""
@@ -258,10 +412,14 @@ class OpenAICompatibleExtractor(Extractor):
         if self.api_key is not None and self.api_key.get_secret_value():
             headers["Authorization"] = f"Bearer {self.api_key.get_secret_value()}"
             secrets.append(self.api_key.get_secret_value())
-        return send(
-            "POST", f"{self.base_url}/chat/completions", service=self.service, headers=headers, json=body,
-            timeouts=Timeouts(read_s=self.timeout_s), retry=RetryPolicy(max_attempts=attempts), secrets=secrets,
-        )
+        from blocks.rate_limits import request_slot
+
+        estimate = sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN + self.max_tokens
+        with request_slot(self.limit_prefix(), self.limits(), tokens=estimate, timeout_s=self.timeout_s):
+            return send(
+                "POST", f"{self.base_url}/chat/completions", service=self.service, headers=headers, json=body,
+                timeouts=Timeouts(read_s=self.timeout_s), retry=RetryPolicy(max_attempts=attempts), secrets=secrets,
+            )
 
     def _content(self, answer: Any, usage: _Usage) -> str:
         try:
@@ -317,3 +475,199 @@ def _parse(content: str, target: Any) -> tuple[dict[str, Any], list[str]]:
     if not isinstance(data, dict):
         return {}, [f"the answer is a JSON {type(data).__name__}; it must be one JSON object"]
     return data, target.errors(data)
+
+
+# ---------------------------------------------------------------------------- long documents
+
+
+@dataclass
+class Part:
+    """Consecutive pages (or pieces of one page) sent in one request."""
+
+    text: str
+    first_page: int | None  # None: a document without pages
+    last_page: int | None
+    label: str  # 'pages 3–4', 'page 5', 'page 6 (continued)', 'characters 1–12,000'
+
+
+def split_pages(pages: list[str], room: int, *, paged: bool = True, limit: int | None = None) -> tuple[list[Part], list[str]]:
+    """Pages packed in order into parts of at most `room` characters, and warnings.
+
+    Each page is sent as '--- page N ---' and its stripped text (as in an unsplit request), pages
+    joined by blank lines. A page longer than `room` is split by characters, at a line break or
+    space where one is near, into pieces headed '--- page N (continued) ---' after the first;
+    unpaged text (`paged=False`) is split the same way without headers. `limit` caps the
+    characters sent over all parts (the block's max_text_chars).
+    """
+    pieces: list[tuple[int | None, str, bool]] = []  # (page, rendered text, a continuation)
+    notes: list[str] = []
+    for number, page in enumerate(pages, start=1):
+        body = page.strip()
+        header = f"--- page {number} ---\n" if paged else ""
+        if len(header) + len(body) <= room:
+            pieces.append((number if paged else None, header + body, False))
+            continue
+        more = f"--- page {number} (continued) ---\n" if paged else ""
+        size = room - len(more)
+        chunks = _split_text(body, size)
+        notes.append(
+            (f"page {number} alone is longer than one request can carry" if paged else
+             "the document has no pages and is longer than one request can carry")
+            + f" ({len(body):,} of at most {size:,} characters): split by characters into {len(chunks)} pieces"
+        )
+        for k, chunk in enumerate(chunks):
+            pieces.append((number if paged else None, (more if k else header) + chunk, k > 0))
+    budget = limit if limit is not None else math.inf
+    parts: list[Part] = []
+    current: list[tuple[int | None, str, bool]] = []
+
+    def close() -> None:
+        if current:
+            parts.append(_part(current, paged))
+            current.clear()
+
+    for piece in pieces:
+        page, text, continued = piece
+        if budget <= 0:
+            break
+        if len(text) > budget:  # max_text_chars reached: this piece cut, the rest not sent
+            piece = (page, text[: int(budget)], continued)
+            text = piece[1]
+        size = sum(len(t) + 2 for _, t, _ in current)
+        if current and size + len(text) > room:
+            close()
+        budget -= len(text) + (2 if current else 0)
+        current.append(piece)
+    close()
+    return parts, notes
+
+
+def _split_text(text: str, size: int) -> list[str]:
+    """`text` in pieces of at most `size` characters, cut at a line break or space in the last half."""
+    pieces = []
+    while len(text) > size:
+        cut = text.rfind("\n", size // 2, size)
+        if cut <= 0:
+            cut = text.rfind(" ", size // 2, size)
+        if cut <= 0:
+            cut = size
+        pieces.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    pieces.append(text)
+    return [p for p in pieces if p]
+
+
+def _part(pieces: list[tuple[int | None, str, bool]], paged: bool) -> Part:
+    text = "\n\n".join(t for _, t, _ in pieces)
+    first, last = pieces[0][0], pieces[-1][0]
+    if not paged:
+        return Part(text=text, first_page=None, last_page=None, label=f"text part of {len(text):,} characters")
+    label = f"page {first}" if first == last else f"pages {first}–{last}"
+    if pieces[0][2]:
+        label += " (continued)"
+    return Part(text=text, first_page=first, last_page=last, label=label)
+
+
+def merge_answers(answers: list[dict[str, Any]], labels: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """The parts' answers as one, and a warning per field the parts disagree on.
+
+    Objects are merged key by key; lists concatenated in part order, an item equal (by its JSON)
+    to one an earlier part gave left out (repeats within one part are kept: two equal line items
+    on one page are two line items); any other value is the first non-empty one (not null, not an
+    empty or blank string), and a later non-empty value that differs (strings ignoring case and
+    whitespace) is named in a warning.
+    """
+    disagreements: dict[str, list[str]] = {}
+    merged = _merge([(answer, label) for answer, label in zip(answers, labels)], "", disagreements)
+    notes = [f"the parts disagree on '{path}': {'; '.join(values)}" for path, values in disagreements.items()]
+    return (merged if isinstance(merged, dict) else {}), notes
+
+
+def _merge(values: list[tuple[Any, str]], path: str, disagreements: dict[str, list[str]]) -> Any:
+    present = [(v, label) for v, label in values if not _empty(v)]
+    if not present:
+        return next((v for v, _ in values if v is not None), None)
+    if all(isinstance(v, dict) for v, _ in present):
+        keys = list(dict.fromkeys(k for v, _ in present for k in v))
+        return {k: _merge([(v.get(k), label) for v, label in present], f"{path}.{k}" if path else k, disagreements) for k in keys}
+    if all(isinstance(v, list) for v, _ in present):
+        out: list[Any] = []
+        earlier: set[str] = set()
+        for items, _ in present:
+            keys = [json.dumps(item, sort_keys=True, default=str) for item in items]
+            out.extend(item for item, key in zip(items, keys) if key not in earlier)
+            earlier.update(keys)
+        return out
+    first, label = present[0]
+    differing = [(v, other) for v, other in present[1:] if not _same(v, first)]
+    if differing:
+        disagreements[path or "(top level)"] = [f"kept {_show(first)} ({label})"] + [
+            f"not {_show(v)} ({other})" for v, other in differing
+        ]
+    return first
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, (list, dict)) and not value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, str) and isinstance(b, str):
+        return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return a == b
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 80 else text[:77] + "…"
+
+
+def _partial_target(target: Any) -> Any:
+    """The target as one part of a document is asked for: no field required, every field nullable,
+    no list with a minimum length (list items keep their schema: an item is in one part whole)."""
+    from blocks.schemas import TargetSchema
+
+    return TargetSchema(name=target.name, json_schema=_relaxed(target.json_schema, root=True), digest=target.digest)
+
+
+def _relaxed(node: Any, root: bool = False) -> Any:
+    if not isinstance(node, dict):
+        return node
+    out = dict(node)
+    out.pop("required", None)
+    out.pop("minItems", None)
+    if isinstance(node.get("properties"), dict):
+        out["properties"] = {k: _relaxed(v) for k, v in node["properties"].items()}
+    for key in ("$defs", "definitions"):
+        if isinstance(node.get(key), dict):
+            out[key] = {k: _relaxed(v) for k, v in node[key].items()}
+    # List items stay as they are: an item (a line item) is in one part whole, or not at all.
+    if isinstance(node.get("allOf"), list):
+        out["allOf"] = [_relaxed(v) for v in node["allOf"]]
+    if root:
+        return out
+    for key in ("anyOf", "oneOf"):
+        if isinstance(node.get(key), list):
+            alternatives = [_relaxed(v) for v in node[key]]
+            if not any(_nullable(v) for v in alternatives):
+                alternatives.append({"type": "null"})
+            out[key] = alternatives
+    kind = node.get("type")
+    if isinstance(kind, str) and kind != "null":
+        out["type"] = [kind, "null"]
+    elif isinstance(kind, list) and "null" not in kind:
+        out["type"] = [*kind, "null"]
+    if isinstance(node.get("enum"), list) and None not in node["enum"]:
+        out["enum"] = [*node["enum"], None]
+    if "$ref" in node or "allOf" in node or "const" in node:
+        return {"anyOf": [out, {"type": "null"}]}
+    return out
+
+
+def _nullable(schema: Any) -> bool:
+    if not isinstance(schema, dict):
+        return False
+    kind = schema.get("type")
+    return kind == "null" or (isinstance(kind, list) and "null" in kind)

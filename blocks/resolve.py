@@ -133,6 +133,8 @@ def resolve_extractor(spec: str, *, schema: str = "", prompt: str = "", **embedd
         extractor: Extractor = EmbeddedExtractor(**embedded_options)  # type: ignore[arg-type]
     else:
         import blocks.openai_compatible  # noqa: F401 - Block.load finds a block class only once it is imported
+        import blocks.routing  # noqa: F401
+        import blocks.hosted_extractor  # noqa: F401
 
         block = load_block(spec, Extractor, "extractor")
         assert isinstance(block, Extractor)

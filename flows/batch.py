@@ -255,6 +255,9 @@ def run_batch(
         keep_text=extraction.keep_text,
         log_each_document=not sharded,  # INFO lines cost 0.6-1 s per 1,000 documents
         shards=max(1, len(shards)),
+        max_tokens=extraction.max_tokens_per_batch,
+        max_cost=extraction.max_cost_per_batch,
+        cache=extraction.cache,
     )
     logger.info(
         "Batch %r: %s from %s, %d task run(s), at most %d at once, extractor %s",

@@ -92,6 +92,10 @@ def run(
     languages: Annotated[Optional[list[str]], typer.Option("--language", "-l", help="Language of the documents (ISO 639-1, e.g. de), repeatable: narrows how dates with month names are read. Default: any.")] = None,
     schema: Annotated[str, typer.Option("--schema", help="'invoice' (default: the invoice schema, or a template's fields), 'none' (text, pages and type only), or for model extractors 'receipt', a JSON Schema file, or a saved 'extraction-schema/NAME'.")] = "invoice",
     prompt: Annotated[Optional[str], typer.Option("--prompt", help="Instructions sent with every document to a model extractor, e.g. 'These are German supplier invoices'.")] = None,
+    max_tokens_per_batch: Annotated[int, typer.Option("--max-tokens-per-batch", help="Model extractors: stop starting documents once the batch's tokens (in + out) reach N; the rest are skipped. 0 = no cap.")] = 0,
+    max_cost_per_batch: Annotated[float, typer.Option("--max-cost-per-batch", help="Model extractors: stop starting documents once the batch's cost (the block's prices) reaches this. 0 = no cap.")] = 0.0,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Model extractors: reuse the result of the same bytes with the same configuration (no tokens); --no-cache always asks the model.")] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be sent to a model extractor, with a token and cost estimate per document, and send nothing.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the newest unfinished run of this same batch in --output (after a crash or kill): documents already in its checkpoint are not extracted again.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole BatchReport as JSON on stdout and nothing else.")] = False,
 ) -> None:
@@ -109,6 +113,7 @@ def run(
             extractor=extractor, keep_text=keep_text, max_file_size_mb=max_file_size_mb, max_pages=max_pages, retries=retries,
             templates=templates or "", embedded_xml=embedded_xml, languages=languages or [],
             **schema_settings(schema), prompt=prompt or "",
+            max_tokens_per_batch=max_tokens_per_batch, max_cost_per_batch=max_cost_per_batch, cache=cache,
         )
         export = ExportSettings(output_dir=output, formats=formats if formats else list(ExportFormat))
         if not 1 <= concurrency <= 64:
@@ -144,6 +149,9 @@ def run(
         err.print(f"[red]refused:[/] the extractor's configuration cannot be used: {exc}")
         raise typer.Exit(EXIT_BAD_PARAMETERS) from None
 
+    if dry_run:
+        run_dry(source, include or [], exclude or [], recursive, extraction, max_documents, as_json, err)
+
     from flows.batch import extract_batch
 
     try:
@@ -171,6 +179,45 @@ def run(
 
     # + list-documents and collect-results
     finish(report, as_json, err, extracted=report.totals.total - report.totals.resumed, concurrency=concurrency, other_task_runs=2)
+
+
+def run_dry(
+    source: str, include: list[str], exclude: list[str], recursive: bool, extraction: object, max_documents: int,
+    as_json: bool, err: Console,
+) -> None:
+    """`--dry-run`: the estimate table (or JSON), then exit 0; nothing is sent, no flow run is made."""
+    from flows.dry_run import dry_run
+
+    try:
+        plan = dry_run(source, include=include, exclude=exclude, recursive=recursive, extraction=extraction,  # type: ignore[arg-type]
+                       max_documents=max_documents)
+    except (BatchRefused, ValueError) as exc:
+        err.print(f"[red]refused:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_PARAMETERS) from None
+    except SourceUnavailable as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(unavailable_exit_code(exc)) from None
+    if as_json:
+        sys.stdout.write(plan.model_dump_json(indent=2) + "\n")
+        raise typer.Exit(EXIT_OK)
+    from rich.markup import escape
+
+    table = Table(title=f"dry run: {plan.extractor} over {plan.source} (nothing sent)")
+    for column in ("#", "file", "pages", "text chars", "requests", "tokens in (est.)", "tokens out (max)", "cost (max)"):
+        table.add_column(column, justify="left" if column == "file" else "right")
+    for item in plan.documents:
+        e = item.estimate
+        if e is None:
+            table.add_row(str(item.index), escape(item.file), "", "", "", "", "", escape(item.error or ""))
+        else:
+            table.add_row(str(item.index), escape(item.file), str(e.pages or ""), f"{e.text_chars:,}", str(e.requests),
+                          f"{e.tokens_in:,}", f"{e.tokens_out_max:,}", "" if e.cost_max is None else f"{e.cost_max:.4f}")
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(table)
+    cost = "" if plan.cost_max is None else f", cost at most {plan.cost_max:.4f}"
+    console.print(f"{len(plan.documents)} documents, {plan.requests} requests: about {plan.tokens_in:,} tokens in, "
+                  f"at most {plan.tokens_out_max:,} out{cost}")
+    raise typer.Exit(EXIT_OK)
 
 
 def finish(report: BatchReport, as_json: bool, err: Console, *, extracted: int, concurrency: int, other_task_runs: int) -> None:

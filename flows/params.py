@@ -65,6 +65,21 @@ class ExtractionSettings(BaseModel):
         json_schema_extra={"format": "textarea"},
     )
 
+    max_tokens_per_batch: int = Field(
+        default=0, ge=0,
+        description="Stop starting new documents once the batch's model tokens (in + out) reach this; the rest are "
+        "skipped with the reason. 0: no cap.",
+    )
+    max_cost_per_batch: float = Field(
+        default=0.0, ge=0,
+        description="Stop starting new documents once the batch's cost (the extractor block's prices) reaches this. 0: no cap.",
+    )
+    cache: bool = Field(
+        default=True,
+        description="Reuse a model extractor's earlier result for the same bytes and the same configuration "
+        "(no request, no tokens). Off: always ask the model.",
+    )
+
     def extractor_options(self) -> dict[str, Any]:
         """What `blocks.resolve.resolve_extractor` takes besides the extractor's name."""
         return {"schema": self.target_schema, "prompt": self.prompt, **self.embedded_options()}

@@ -33,8 +33,11 @@ def _cell(value: Any) -> Any:
 
 def table_rows(results: Sequence[DocumentResult]) -> list[dict[str, Any]]:
     rows = []
+    routed = any(r.route for r in results[:TABLE_ROW_LIMIT])
     for result in results[:TABLE_ROW_LIMIT]:
         row: dict[str, Any] = {"#": result.ref.index, "file": result.ref.name, "status": result.status}
+        if routed:
+            row["route"] = result.route
         for key, value in headline(result.fields).items():
             row[key] = _cell(value)
         row["fields from"] = result.fields_source
@@ -59,7 +62,8 @@ def summary_markdown(report: BatchReport) -> str:
         f"Source: `{report.source}` · extractor: `{report.extractor}`",
     ]
     if totals.tokens_in or totals.tokens_out:
-        lines += ["", f"Model tokens: {totals.tokens_in:,} in, {totals.tokens_out:,} out"]
+        cost = f", cost {totals.cost:.4f}" if totals.cost is not None else ""
+        lines += ["", f"Model tokens: {totals.tokens_in:,} in, {totals.tokens_out:,} out{cost}"]
     problems = [r for r in report.results if r.status != "succeeded"]
     if problems:
         lines += ["", "## Failed and skipped documents", "", "| # | file | kind | error |", "| ---: | --- | --- | --- |"]

@@ -29,6 +29,7 @@ def rollup(results: list[DocumentResult]) -> tuple[BatchStatus, BatchTotals, str
         skipped=sum(r.status == "skipped" for r in results),
         tokens_in=sum(r.tokens_in or 0 for r in results),
         tokens_out=sum(r.tokens_out or 0 for r in results),
+        cost=round(sum(r.cost for r in results if r.cost is not None), 6) if any(r.cost is not None for r in results) else None,
     )
     if totals.total == 0:
         return "completed", totals, "no documents matched in the source: nothing to extract"

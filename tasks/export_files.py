@@ -70,6 +70,8 @@ def document_row(result: DocumentResult) -> dict[str, Any]:
         "warnings": "; ".join(result.warnings) or None,
         "uri": ref.uri,
     }
+    if result.route is not None:  # routing extractor only
+        row["route"] = result.route
     if result.tokens_in is not None or result.tokens_out is not None:  # model back-ends only
         row["tokens_in"], row["tokens_out"] = result.tokens_in, result.tokens_out
     fields = {k: v for k, v in result.fields.items() if k not in LINE_ITEM_KEYS}

@@ -24,6 +24,7 @@ from blocks.errors import DocumentError
 from blocks.extractor import Extractor
 from blocks.models import DocumentRef, DocumentResult, ErrorKind
 from blocks.resolve import Source
+from tasks.result_cache import cached_extract
 from tasks.runtime import runtime_for
 
 
@@ -36,6 +37,9 @@ class ExtractOptions(BaseModel):
     keep_text: bool = False
     log_each_document: bool = True
     shards: int = Field(default=1, ge=1, description="task runs the batch's documents were dealt to")
+    max_tokens: int = Field(default=0, ge=0, description="token budget of the batch (in + out); 0: none")
+    max_cost: float = Field(default=0.0, ge=0, description="cost budget of the batch; 0: none")
+    cache: bool = Field(default=True, description="use the result cache for extractors that offer one")
 
 
 class ShardSummary(BaseModel):
@@ -77,7 +81,7 @@ def extract_one(
     try:
         data, warnings = source.read(ref, options.max_file_bytes)
         sha256 = hashlib.sha256(data).hexdigest()
-        extraction = extractor.extract(ref.name, data)
+        extraction = cached_extract(extractor, ref.name, data, sha256, use_cache=options.cache)
         del data
     except BaseException as exc:  # noqa: BLE001 - one document must never fail the batch
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -87,7 +91,7 @@ def extract_one(
             on_stop(f"the batch stopped after {ref.name}: {error.message}")
         return DocumentResult(
             ref=ref,
-            status="failed",
+            status="skipped" if getattr(error, "skip", False) else "failed",
             sha256=sha256,
             error=error.message,
             error_kind=error.kind,
@@ -98,6 +102,7 @@ def extract_one(
             raw_output=getattr(error, "raw_output", None),
             tokens_in=getattr(error, "tokens_in", None),
             tokens_out=getattr(error, "tokens_out", None),
+            cost=extractor.cost(getattr(error, "tokens_in", None), getattr(error, "tokens_out", None)),
         )
     return DocumentResult(
         ref=ref,
@@ -114,6 +119,9 @@ def extract_one(
         reader=extraction.reader,
         tokens_in=extraction.tokens_in,
         tokens_out=extraction.tokens_out,
+        cost=extractor.cost(extraction.tokens_in, extraction.tokens_out),
+        route=extraction.route,
+        provenance=extraction.provenance,
     )
 
 
@@ -203,6 +211,7 @@ def extract_documents(
                     )
                 else:
                     result = extract_one(ref, source, extractor, options, on_stop=runtime.stop)
+                    runtime.spend(result, options)
             result.attempts = (previous.attempts if previous else 0) + 1
             kept[ref.index] = result
             transient = result.status == "failed" and bool(result.error_transient)

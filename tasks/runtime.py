@@ -16,6 +16,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 from blocks.models import DocumentResult
@@ -123,6 +124,8 @@ class BatchRuntime:
     # Set by the first document whose error stops the whole batch (an API key the back-end
     # rejects): the documents not yet started are then skipped with this reason, not sent.
     stopped: str | None = None
+    tokens_used: int = 0
+    cost_used: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -147,6 +150,17 @@ class BatchRuntime:
         """Wait until the last progress update (sent while the batch is collected) has landed."""
         if self.last_progress is not None:
             self.last_progress.join(timeout)
+
+    def spend(self, result: DocumentResult, options: Any) -> None:
+        """Count a finished document's tokens and cost; past the batch's budget, stop starting documents."""
+        with self._lock:
+            self.tokens_used += (result.tokens_in or 0) + (result.tokens_out or 0)
+            self.cost_used += result.cost or 0.0
+            tokens, cost = self.tokens_used, self.cost_used
+        if options.max_tokens and tokens >= options.max_tokens:
+            self.stop(f"the batch's token budget of {options.max_tokens:,} was reached ({tokens:,} tokens used)")
+        elif options.max_cost and cost >= options.max_cost:
+            self.stop(f"the batch's cost budget of {options.max_cost:g} was reached ({cost:.4f} spent)")
 
     def stop(self, reason: str) -> None:
         """Skip every document not yet started, with `reason` (the first reason is kept)."""

@@ -12,6 +12,9 @@ _HOME = tempfile.mkdtemp(prefix="docbatch-test-prefect-home-")
 os.environ["PREFECT_HOME"] = _HOME
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+# The model extractors' result cache (tasks/result_cache.py): private to this session, so no
+# test sees another run's answers and nothing is written under the user's ~/.cache.
+os.environ["DOCBATCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="docbatch-test-cache-")
 
 import pytest  # noqa: E402
 

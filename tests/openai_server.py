@@ -18,7 +18,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,6 +42,8 @@ class Script:
     replies: list[str] = field(default_factory=list)  # consumed first, one per accepted request
     api_key: str | None = None
     delay_s: float = 0.0
+    answer: Callable[[dict[str, Any]], str] | None = None  # replaces model_answer (after `replies`)
+    list_lines: bool = False  # model_answer fills arrays from 'name: value' lines too
     requests: list[dict[str, Any]] = field(default_factory=list)
     in_flight: int = 0
     peak_in_flight: int = 0
@@ -51,8 +53,17 @@ class Script:
         return [r["form"] for r in self.requests]
 
 
-def model_answer(body: dict[str, Any]) -> str:
-    """What the 'model' answers: schema properties found as 'name: value' lines in the document."""
+def pages_seen(body: dict[str, Any]) -> list[int]:
+    """The page numbers ('--- page N ---', continued pieces too) in a request's user messages."""
+    document = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
+    return [int(n) for n in re.findall(r"^--- page (\d+)(?: \(continued\))? ---$", document, re.MULTILINE)]
+
+
+def model_answer(body: dict[str, Any], lists: bool = False) -> str:
+    """What the 'model' answers: schema properties found as 'name: value' lines in the document.
+
+    `lists`: an array gets one item per 'name: value' line (a JSON object where the value is one,
+    else the string); otherwise arrays are empty."""
     system = next(m["content"] for m in body["messages"] if m["role"] == "system")
     schema = json.loads(system.rsplit("JSON Schema:\n", 1)[1])
     document = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
@@ -61,7 +72,8 @@ def model_answer(body: dict[str, Any]) -> str:
         kinds = spec.get("type")
         kinds = kinds if isinstance(kinds, list) else [kinds]
         if "array" in kinds:
-            out[name] = []
+            items = re.findall(rf"^{re.escape(name)}\s*:\s*(.+?)\s*$", document, re.MULTILINE | re.IGNORECASE) if lists else []
+            out[name] = [json.loads(v) if v.startswith("{") else v for v in items]
             continue
         found = re.search(rf"^{re.escape(name)}\s*:\s*(.+?)\s*$", document, re.MULTILINE | re.IGNORECASE)
         if not found:
@@ -99,7 +111,7 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
             with script.lock:
                 script.in_flight += 1
                 script.peak_in_flight = max(script.peak_in_flight, script.in_flight)
-                script.requests.append({"form": form, "body": body, "headers": dict(self.headers)})
+                script.requests.append({"form": form, "body": body, "headers": dict(self.headers), "time": time.monotonic()})
             try:
                 if script.delay_s:
                     time.sleep(script.delay_s)
@@ -112,7 +124,7 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
                 with script.lock:
                     content = script.replies.pop(0) if script.replies else None
                 if content is None:
-                    content = model_answer(body)
+                    content = script.answer(body) if script.answer else model_answer(body, lists=script.list_lines)
                 prompt_chars = sum(len(m["content"]) for m in body["messages"])
                 self._send(200, {
                     "id": "chatcmpl-test", "object": "chat.completion", "model": body.get("model"),
