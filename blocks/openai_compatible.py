@@ -22,7 +22,7 @@ fails the document as `invalid_output`, keeping the reply (truncated) on its res
 
 Long documents: when the instructions, the document's text and room for the answer
 (`max_tokens`) would exceed the model's context (`context_tokens`, text estimated at
-`CHARS_PER_TOKEN` characters a token), the pages are packed in order into parts that fit (a
+`CONTEXT_CHARS_PER_TOKEN` characters a token), the pages are packed in order into parts that fit (a
 page longer than a part is split by characters, with a warning), each part is asked on its own
 against the schema with nothing required and everything nullable (a part need not hold every
 field), with the same validation round, and the answers are merged (`merge_answers`): lists
@@ -56,9 +56,10 @@ RAW_OUTPUT_CHARS = 2000
 # A refusal that names the structured-output request (OpenAI, vLLM, llama.cpp, Ollama phrasing).
 _FORMAT_REFUSAL = re.compile(r"response_format|json_schema|json_object|\bschema\b|grammar", re.IGNORECASE)
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
-# Characters per token when sizing requests: about 4 for English prose, 3 for German, numbers
-# and JSON with most tokenizers; the lower figure keeps requests inside the context.
-CHARS_PER_TOKEN = 3.0
+# Characters per token when sizing requests to the context (`context_tokens`): lower than
+# CHARS_PER_TOKEN, as German, numbers and JSON run nearer 3 than 4, and a request over the
+# context fails where one a little under it only costs an extra part.
+CONTEXT_CHARS_PER_TOKEN = 3.0
 # Tokens a chat template adds around the messages (role markers, begin/end of turn).
 FRAMING_TOKENS = 32
 # A part must carry at least this many characters of the document, else the settings are refused.
@@ -215,16 +216,19 @@ class OpenAICompatibleExtractor(Extractor):
         return limit_prefix(self.label, getattr(self, "_block_document_name", None), f"{self.base_url}|{self.model}")
 
     def estimate(self, name: str, data: bytes) -> Any:
-        """The request `extract` would send for this document, estimated (for `--dry-run`); sends nothing."""
+        """The requests `extract` would send for this document (one per part of a long one),
+        estimated (for `--dry-run`); sends nothing."""
         from flows.dry_run import TokenEstimate
 
         read = self._read_text(name, data)
-        text = _numbered_pages(read.text, read.pages)[: self.max_text_chars]
-        prompt_chars = len(self._instructions(self.target())) + len(text) + len(name) + 12
-        tokens_in = prompt_chars // CHARS_PER_TOKEN + 1
+        plan = self._plan(name, read, self.target())
+        prompt_chars = sum(len(plan.instructions) + len(document) for _, document in plan.requests)
+        requests = len(plan.requests)
+        tokens_in = prompt_chars // CHARS_PER_TOKEN + requests
+        tokens_out_max = self.max_tokens * requests
         return TokenEstimate(
-            pages=read.pages, text_chars=len(text), requests=1, tokens_in=tokens_in, tokens_out_max=self.max_tokens,
-            cost_max=self.cost(tokens_in, self.max_tokens),
+            pages=read.pages, text_chars=plan.text_chars, requests=requests, tokens_in=tokens_in,
+            tokens_out_max=tokens_out_max, cost_max=self.cost(tokens_in, tokens_out_max),
         )
 
     @property
@@ -248,25 +252,51 @@ class OpenAICompatibleExtractor(Extractor):
     def extract(self, name: str, data: bytes) -> Extraction:
         read = self._read_text(name, data)
         warnings = list(read.warnings)
-        paged = "\f" in read.text or bool(read.pages)
-        pages = read.text.split("\f") if paged else [read.text]
-        text = _numbered_pages(read.text, read.pages)
-        if len(text) > self.max_text_chars:
-            warnings.append(f"the text was cut to {self.max_text_chars:,} of {len(text):,} characters before sending")
-            text = text[: self.max_text_chars]
         target = self.target()
+        plan = self._plan(name, read, target)
+        warnings.extend(plan.notes)
         usage = _Usage()
-        instructions = self._instructions(target)
-        if len(text) <= self._room(instructions, f"Document: {name}\n\n"):
-            fields = self._ask(f"Document: {name}\n\n{text}", instructions, target, usage, warnings)
-        else:
-            fields = self._ask_in_parts(name, pages, paged, target, usage, warnings)
+        answers = [
+            self._ask(document, plan.instructions, plan.target, usage, warnings, part=label) for label, document in plan.requests
+        ]
+        fields = answers[0] if len(answers) == 1 else self._merge(answers, plan, target, usage, warnings)
         fields = target.complete(fields)
         return Extraction(
             fields=fields, text=read.text, pages=read.pages, media_type=read.media_type,
             warnings=warnings, fields_source=f"model:{self.model}", reader=read.reader or "text",
             tokens_in=usage.tokens_in, tokens_out=usage.tokens_out,
-            provenance=to_json(provenance_for(fields, pages, paged=paged)),
+            provenance=to_json(provenance_for(fields, plan.pages, paged=plan.paged)),
+        )
+
+    def _plan(self, name: str, read: Extraction, target: Any) -> _Plan:
+        """The requests for one document: the whole text in one if it fits the context, else one per part."""
+        notes: list[str] = []
+        paged = "\f" in read.text or bool(read.pages)
+        pages = read.text.split("\f") if paged else [read.text]
+        text = _numbered_pages(read.text, read.pages)
+        if len(text) > self.max_text_chars:
+            notes.append(f"the text was cut to {self.max_text_chars:,} of {len(text):,} characters before sending")
+            text = text[: self.max_text_chars]
+        instructions = self._instructions(target)
+        if len(text) <= self._room(instructions, f"Document: {name}\n\n"):
+            return _Plan(instructions, target, [("", f"Document: {name}\n\n{text}")], [], pages, paged, notes, len(text))
+        partial = _partial_target(target)
+        try:
+            instructions, room = self._part_room(name, partial)
+        except ValueError as exc:
+            raise DocumentError(ErrorKind.too_large, f"the document is longer than the model's context, and {exc}") from None
+        parts, split_notes = split_pages(pages, room, paged=paged, limit=self.max_text_chars)
+        notes.extend(split_notes)
+        notes.append(
+            f"the document is longer than the model's context ({self.context_tokens:,} tokens): sent in {len(parts)} "
+            f"parts of at most {room:,} characters ({', '.join(p.label for p in parts)})"
+        )
+        requests = []
+        for number, part in enumerate(parts, start=1):
+            label = f"part {number} of {len(parts)} ({part.label})"
+            requests.append((label, f"Document: {name}, {label}. {PART_NOTE}\n\n{part.text}"))
+        return _Plan(
+            instructions, partial, requests, [p.label for p in parts], pages, paged, notes, sum(len(p.text) for p in parts),
         )
 
     def _ask(
@@ -297,33 +327,15 @@ class OpenAICompatibleExtractor(Extractor):
             warnings.append(f"{part + ': ' if part else ''}the model's first answer did not validate; the second did")
         return fields
 
-    def _ask_in_parts(
-        self, name: str, pages: list[str], paged: bool, target: Any, usage: _Usage, warnings: list[str],
-    ) -> dict[str, Any]:
-        """A document longer than the context: its pages asked in parts that fit, the answers merged."""
-        partial = _partial_target(target)
-        try:
-            instructions, room = self._part_room(name, partial)
-        except ValueError as exc:
-            raise DocumentError(ErrorKind.too_large, f"the document is longer than the model's context, and {exc}") from None
-        parts, notes = split_pages(pages, room, paged=paged, limit=self.max_text_chars)
-        warnings.extend(notes)
-        warnings.append(
-            f"the document is longer than the model's context ({self.context_tokens:,} tokens): sent in {len(parts)} "
-            f"parts of at most {room:,} characters ({', '.join(p.label for p in parts)})"
-        )
-        answers = []
-        for number, part in enumerate(parts, start=1):
-            label = f"part {number} of {len(parts)} ({part.label})"
-            header = f"Document: {name}, {label}. {PART_NOTE}\n\n"
-            answers.append(self._ask(header + part.text, instructions, partial, usage, warnings, part=label))
-        merged, notes = merge_answers(answers, [p.label for p in parts])
+    def _merge(self, answers: list[dict[str, Any]], plan: _Plan, target: Any, usage: _Usage, warnings: list[str]) -> dict[str, Any]:
+        """The parts' answers merged (`merge_answers`) and validated against the batch's schema."""
+        merged, notes = merge_answers(answers, plan.labels)
         warnings.extend(notes)
         problems = target.errors(merged)
         if problems:
             raise DocumentError(
                 ErrorKind.invalid_output,
-                f"the answers for the document's {len(parts)} parts, merged, do not validate against the schema "
+                f"the answers for the document's {len(answers)} parts, merged, do not validate against the schema "
                 f"'{target.name}': " + "; ".join(problems[:3]),
                 raw_output=json.dumps(merged, ensure_ascii=False)[:RAW_OUTPUT_CHARS],
                 tokens_in=usage.tokens_in, tokens_out=usage.tokens_out,
@@ -332,8 +344,8 @@ class OpenAICompatibleExtractor(Extractor):
 
     def _room(self, instructions: str, header: str) -> int:
         """Characters of document text one request may carry besides `instructions` and `header`."""
-        tokens = self.context_tokens - self.max_tokens - FRAMING_TOKENS - math.ceil((len(instructions) + len(header)) / CHARS_PER_TOKEN)
-        return int(tokens * CHARS_PER_TOKEN)
+        used = math.ceil((len(instructions) + len(header)) / CONTEXT_CHARS_PER_TOKEN)
+        return int((self.context_tokens - self.max_tokens - FRAMING_TOKENS - used) * CONTEXT_CHARS_PER_TOKEN)
 
     def _part_room(self, name: str, partial: Any) -> tuple[str, int]:
         """The instructions for parts and the characters of text each part may carry; refuses
@@ -344,7 +356,7 @@ class OpenAICompatibleExtractor(Extractor):
         if room < MIN_PART_CHARS:
             raise ValueError(
                 f"context_tokens ({self.context_tokens:,}) leaves no room for the document: the instructions and schema take "
-                f"about {math.ceil(len(instructions) / CHARS_PER_TOKEN):,} tokens and the answer max_tokens "
+                f"about {math.ceil(len(instructions) / CONTEXT_CHARS_PER_TOKEN):,} tokens and the answer max_tokens "
                 f"({self.max_tokens:,}); raise context_tokens to the model's context or lower max_tokens"
             )
         return instructions, room
@@ -442,6 +454,20 @@ class OpenAICompatibleExtractor(Extractor):
         return content
 
 
+@dataclass
+class _Plan:
+    """What `extract` sends for one document (and `estimate` counts)."""
+
+    instructions: str
+    target: Any  # the batch's TargetSchema, or for parts its relaxed form
+    requests: list[tuple[str, str]]  # (part label, '' for a whole document; the user message)
+    labels: list[str]  # the parts' page labels ('pages 1–2'), empty for a whole document
+    pages: list[str]  # the page texts, for provenance
+    paged: bool
+    notes: list[str]  # warnings for the result
+    text_chars: int  # characters of document text sent
+
+
 class _Usage:
     """Tokens billed over a document's requests (retries and the validation round included)."""
 
@@ -526,18 +552,16 @@ def split_pages(pages: list[str], room: int, *, paged: bool = True, limit: int |
             parts.append(_part(current, paged))
             current.clear()
 
-    for piece in pieces:
-        page, text, continued = piece
-        if budget <= 0:
-            break
-        if len(text) > budget:  # max_text_chars reached: this piece cut, the rest not sent
-            piece = (page, text[: int(budget)], continued)
-            text = piece[1]
-        size = sum(len(t) + 2 for _, t, _ in current)
-        if current and size + len(text) > room:
+    for page, text, continued in pieces:
+        if current and sum(len(t) + 2 for _, t, _ in current) + len(text) > room:
             close()
-        budget -= len(text) + (2 if current else 0)
-        current.append(piece)
+        joint = 2 if current else 0
+        if len(text) + joint > budget:  # max_text_chars reached: this piece cut, the rest not sent
+            text = text[: max(0, int(budget) - joint)]
+        if not text:
+            break
+        budget -= len(text) + joint
+        current.append((page, text, continued))
     close()
     return parts, notes
 
@@ -629,10 +653,11 @@ def _partial_target(target: Any) -> Any:
     no list with a minimum length (list items keep their schema: an item is in one part whole)."""
     from blocks.schemas import TargetSchema
 
-    return TargetSchema(name=target.name, json_schema=_relaxed(target.json_schema, root=True), digest=target.digest)
+    return TargetSchema(name=target.name, json_schema=_relaxed(target.json_schema, nullable=False), digest=target.digest)
 
 
-def _relaxed(node: Any, root: bool = False) -> Any:
+def _relaxed(node: Any, nullable: bool = True) -> Any:
+    """`node` with nothing required below it and, where `nullable`, itself allowing null."""
     if not isinstance(node, dict):
         return node
     out = dict(node)
@@ -642,18 +667,20 @@ def _relaxed(node: Any, root: bool = False) -> Any:
         out["properties"] = {k: _relaxed(v) for k, v in node["properties"].items()}
     for key in ("$defs", "definitions"):
         if isinstance(node.get(key), dict):
-            out[key] = {k: _relaxed(v) for k, v in node[key].items()}
+            out[key] = {k: _relaxed(v, nullable=False) for k, v in node[key].items()}
     # List items stay as they are: an item (a line item) is in one part whole, or not at all.
     if isinstance(node.get("allOf"), list):
-        out["allOf"] = [_relaxed(v) for v in node["allOf"]]
-    if root:
-        return out
+        out["allOf"] = [_relaxed(v, nullable=False) for v in node["allOf"]]
+    alternatives_null = False
     for key in ("anyOf", "oneOf"):
         if isinstance(node.get(key), list):
-            alternatives = [_relaxed(v) for v in node[key]]
-            if not any(_nullable(v) for v in alternatives):
+            alternatives = [_relaxed(v, nullable=False) for v in node[key]]
+            if nullable and not any(_nullable(v) for v in alternatives):
                 alternatives.append({"type": "null"})
             out[key] = alternatives
+            alternatives_null = True
+    if not nullable:
+        return out
     kind = node.get("type")
     if isinstance(kind, str) and kind != "null":
         out["type"] = [kind, "null"]
@@ -661,7 +688,7 @@ def _relaxed(node: Any, root: bool = False) -> Any:
         out["type"] = [*kind, "null"]
     if isinstance(node.get("enum"), list) and None not in node["enum"]:
         out["enum"] = [*node["enum"], None]
-    if "$ref" in node or "allOf" in node or "const" in node:
+    if ("$ref" in node or "allOf" in node or "const" in node) and not alternatives_null:
         return {"anyOf": [out, {"type": "null"}]}
     return out
 
