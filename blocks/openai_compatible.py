@@ -29,7 +29,10 @@ field), with the same validation round, and the answers are merged (`merge_answe
 concatenated, dropping items equal to one an earlier part gave; objects merged key by key;
 other values the first non-empty one, with a warning naming the field when parts disagree. The
 merged fields are validated against the batch's schema once more. Tokens are summed over all
-requests. Every result's fields get their provenance (`blocks.provenance`) from the page texts.
+requests. A server that still refuses a request as longer than its context gets the document
+split again at a lower characters-per-token figure (`OVERFLOW_FACTOR`), which the block then
+keeps for that endpoint and model. Every result's fields get their provenance
+(`blocks.provenance`) from the page texts, split or not.
 """
 
 from __future__ import annotations
@@ -64,11 +67,23 @@ CONTEXT_CHARS_PER_TOKEN = 3.0
 FRAMING_TOKENS = 32
 # A part must carry at least this many characters of the document, else the settings are refused.
 MIN_PART_CHARS = 200
+# A server that refuses a request as longer than its context (the tokenizer packs fewer
+# characters a token than the estimate) gets the document split again with the estimate times
+# this factor, at most OVERFLOW_RETRIES times; the lower figure is kept per endpoint and model.
+OVERFLOW_FACTOR = 0.7
+OVERFLOW_RETRIES = 2
+_CONTEXT_OVERFLOW = re.compile(
+    r"context_length_exceeded|maximum context length|context (?:length|size|window)|exceeds? the (?:available )?context"
+    r"|too many tokens|prompt is too long|input is too long",
+    re.IGNORECASE,
+)
 PART_NOTE = "This request holds only this part of the document: answer from it alone, null or [] for the rest."
 
 # The form each endpoint+model accepted, shared by every instance in this process (a batch's
 # threads and later batches alike), so only the first documents pay for a refused form.
 _accepted_forms: dict[str, str] = {}
+# Characters per token each endpoint+model showed itself to hold at most (see OVERFLOW_FACTOR).
+_chars_per_token: dict[str, float] = {}
 _forms_lock = threading.Lock()
 
 SYSTEM_PROMPT = (
@@ -221,7 +236,7 @@ class OpenAICompatibleExtractor(Extractor):
         from flows.dry_run import TokenEstimate
 
         read = self._read_text(name, data)
-        plan = self._plan(name, read, self.target())
+        plan = self._plan(name, read, self.target(), self._chars_per_token())
         prompt_chars = sum(len(plan.instructions) + len(document) for _, document in plan.requests)
         requests = len(plan.requests)
         tokens_in = prompt_chars // CHARS_PER_TOKEN + requests
@@ -250,15 +265,32 @@ class OpenAICompatibleExtractor(Extractor):
     # ------------------------------------------------------------------ extraction
 
     def extract(self, name: str, data: bytes) -> Extraction:
+        from blocks.http_client import HttpError
+
         read = self._read_text(name, data)
         warnings = list(read.warnings)
         target = self.target()
-        plan = self._plan(name, read, target)
-        warnings.extend(plan.notes)
         usage = _Usage()
-        answers = [
-            self._ask(document, plan.instructions, plan.target, usage, warnings, part=label) for label, document in plan.requests
-        ]
+        for retry in range(OVERFLOW_RETRIES + 1):
+            ratio = self._chars_per_token()
+            plan = self._plan(name, read, target, ratio)
+            notes = list(plan.notes)
+            try:
+                answers = [
+                    self._ask(document, plan.instructions, plan.target, usage, notes, part=label) for label, document in plan.requests
+                ]
+                break
+            except HttpError as exc:
+                if retry == OVERFLOW_RETRIES or exc.status not in (400, 413, 422) or not _CONTEXT_OVERFLOW.search(exc.body_excerpt or ""):
+                    raise
+                lower = round(ratio * OVERFLOW_FACTOR, 2)
+                with _forms_lock:
+                    _chars_per_token[f"{self.base_url}|{self.model}"] = min(lower, self._chars_per_token())
+                warnings.append(
+                    f"the server refused a request as longer than the model's context ({self.context_tokens:,} tokens): "
+                    f"the document was split again, counting {lower} characters a token"
+                )
+        warnings.extend(notes)
         fields = answers[0] if len(answers) == 1 else self._merge(answers, plan, target, usage, warnings)
         fields = target.complete(fields)
         return Extraction(
@@ -268,7 +300,11 @@ class OpenAICompatibleExtractor(Extractor):
             provenance=to_json(provenance_for(fields, plan.pages, paged=plan.paged)),
         )
 
-    def _plan(self, name: str, read: Extraction, target: Any) -> _Plan:
+    def _chars_per_token(self) -> float:
+        with _forms_lock:
+            return _chars_per_token.get(f"{self.base_url}|{self.model}", CONTEXT_CHARS_PER_TOKEN)
+
+    def _plan(self, name: str, read: Extraction, target: Any, ratio: float = CONTEXT_CHARS_PER_TOKEN) -> _Plan:
         """The requests for one document: the whole text in one if it fits the context, else one per part."""
         notes: list[str] = []
         paged = "\f" in read.text or bool(read.pages)
@@ -278,11 +314,11 @@ class OpenAICompatibleExtractor(Extractor):
             notes.append(f"the text was cut to {self.max_text_chars:,} of {len(text):,} characters before sending")
             text = text[: self.max_text_chars]
         instructions = self._instructions(target)
-        if len(text) <= self._room(instructions, f"Document: {name}\n\n"):
+        if len(text) <= self._room(instructions, f"Document: {name}\n\n", ratio):
             return _Plan(instructions, target, [("", f"Document: {name}\n\n{text}")], [], pages, paged, notes, len(text))
         partial = _partial_target(target)
         try:
-            instructions, room = self._part_room(name, partial)
+            instructions, room = self._part_room(name, partial, ratio)
         except ValueError as exc:
             raise DocumentError(ErrorKind.too_large, f"the document is longer than the model's context, and {exc}") from None
         parts, split_notes = split_pages(pages, room, paged=paged, limit=self.max_text_chars)
@@ -342,21 +378,22 @@ class OpenAICompatibleExtractor(Extractor):
             )
         return merged
 
-    def _room(self, instructions: str, header: str) -> int:
-        """Characters of document text one request may carry besides `instructions` and `header`."""
-        used = math.ceil((len(instructions) + len(header)) / CONTEXT_CHARS_PER_TOKEN)
-        return int((self.context_tokens - self.max_tokens - FRAMING_TOKENS - used) * CONTEXT_CHARS_PER_TOKEN)
+    def _room(self, instructions: str, header: str, ratio: float = CONTEXT_CHARS_PER_TOKEN) -> int:
+        """Characters of document text one request may carry besides `instructions` and `header`,
+        at `ratio` characters a token."""
+        used = math.ceil((len(instructions) + len(header)) / ratio)
+        return int((self.context_tokens - self.max_tokens - FRAMING_TOKENS - used) * ratio)
 
-    def _part_room(self, name: str, partial: Any) -> tuple[str, int]:
+    def _part_room(self, name: str, partial: Any, ratio: float = CONTEXT_CHARS_PER_TOKEN) -> tuple[str, int]:
         """The instructions for parts and the characters of text each part may carry; refuses
         settings that leave fewer than MIN_PART_CHARS."""
         instructions = self._instructions(partial)
         longest = f"Document: {name}, part 9999 of 9999 (pages 99999–99999). {PART_NOTE}\n\n"
-        room = self._room(instructions, longest)
+        room = self._room(instructions, longest, ratio)
         if room < MIN_PART_CHARS:
             raise ValueError(
                 f"context_tokens ({self.context_tokens:,}) leaves no room for the document: the instructions and schema take "
-                f"about {math.ceil(len(instructions) / CONTEXT_CHARS_PER_TOKEN):,} tokens and the answer max_tokens "
+                f"about {math.ceil(len(instructions) / ratio):,} tokens and the answer max_tokens "
                 f"({self.max_tokens:,}); raise context_tokens to the model's context or lower max_tokens"
             )
         return instructions, room
@@ -649,8 +686,9 @@ def _show(value: Any) -> str:
 
 
 def _partial_target(target: Any) -> Any:
-    """The target as one part of a document is asked for: no field required, every field nullable,
-    no list with a minimum length (list items keep their schema: an item is in one part whole)."""
+    """The target as one part of a document is asked for: no field required, every field but a
+    list nullable, no list with a minimum length (list items keep their schema: an item is in
+    one part whole)."""
     from blocks.schemas import TargetSchema
 
     return TargetSchema(name=target.name, json_schema=_relaxed(target.json_schema, nullable=False), digest=target.digest)
@@ -679,9 +717,9 @@ def _relaxed(node: Any, nullable: bool = True) -> Any:
                 alternatives.append({"type": "null"})
             out[key] = alternatives
             alternatives_null = True
-    if not nullable:
-        return out
     kind = node.get("type")
+    if not nullable or kind == "array" or (isinstance(kind, list) and "array" in kind):
+        return out  # a list stays a list: a part without items answers []
     if isinstance(kind, str) and kind != "null":
         out["type"] = [kind, "null"]
     elif isinstance(kind, list) and "null" not in kind:
