@@ -55,6 +55,9 @@ FORMS = ("json_schema", "json_object_schema", "json_object", "none")
 # Characters per token for estimates (dry run, tokens-per-minute limits): about 4 for English and
 # other Latin-script text with the common BPE tokenizers; the server's own count is what is billed.
 CHARS_PER_TOKEN = 4
+# What one page image counts as in estimates: vision models bill a page-sized image at roughly
+# 750-1,100 tokens, about a page of text.
+IMAGE_CHARS = 3000
 RAW_OUTPUT_CHARS = 2000
 # A refusal that names the structured-output request (OpenAI, vLLM, llama.cpp, Ollama phrasing).
 _FORMAT_REFUSAL = re.compile(r"response_format|json_schema|json_object|\bschema\b|grammar", re.IGNORECASE)
@@ -145,6 +148,13 @@ class OpenAICompatibleExtractor(Extractor):
         "document is split by pages into requests that fit, and their answers merged.",
     )
     passwords: list[SecretStr] = Field(default_factory=list, description="Candidate passwords for encrypted PDFs.")
+    page_images: bool = Field(
+        default=False,
+        description="Also send the pages as images (vision models): PDF pages rendered at image_dpi, image documents "
+        "as they are. A scan or photo without a text layer is then read from its images alone.",
+    )
+    image_dpi: int = Field(default=110, ge=36, le=300, description="Resolution of rendered pages (longer side at most 2,000 px).")
+    max_image_pages: int = Field(default=8, ge=1, le=100, description="Pages sent as images at most (the first ones).")
     max_concurrent_requests: int | None = Field(
         default=None, ge=1,
         description="Requests in flight at once for EVERY batch using this block (a Prefect global concurrency limit "
@@ -267,7 +277,14 @@ class OpenAICompatibleExtractor(Extractor):
     def extract(self, name: str, data: bytes) -> Extraction:
         from blocks.http_client import HttpError
 
-        read = self._read_text(name, data)
+        images = self._page_images(name, data) if self.page_images else []
+        try:
+            read = self._read_text(name, data)
+        except DocumentError as exc:
+            if not (images and exc.kind is ErrorKind.no_text):
+                raise
+            read = Extraction(text="", pages=len(images), media_type=images[0][0] if len(images) == 1 else "application/pdf",
+                              warnings=["no text layer: the model read the page images only"])
         warnings = list(read.warnings)
         target = self.target()
         usage = _Usage()
@@ -276,8 +293,12 @@ class OpenAICompatibleExtractor(Extractor):
             plan = self._plan(name, read, target, ratio)
             notes = list(plan.notes)
             try:
+                if images and len(plan.requests) > 1:
+                    notes.append("page images are sent only with a document that fits one request: this one was split, text only")
                 answers = [
-                    self._ask(document, plan.instructions, plan.target, usage, notes, part=label) for label, document in plan.requests
+                    self._ask(document, plan.instructions, plan.target, usage, notes, part=label,
+                              images=images if len(plan.requests) == 1 else [])
+                    for label, document in plan.requests
                 ]
                 break
             except HttpError as exc:
@@ -337,9 +358,10 @@ class OpenAICompatibleExtractor(Extractor):
 
     def _ask(
         self, document: str, instructions: str, target: Any, usage: _Usage, warnings: list[str], part: str = "",
+        images: list[tuple[str, bytes]] | None = None,
     ) -> dict[str, Any]:
         """One document (or part) asked, validated, and asked once more with the errors if invalid."""
-        messages = [{"role": "system", "content": instructions}, {"role": "user", "content": document}]
+        messages: list[dict[str, Any]] = [{"role": "system", "content": instructions}, {"role": "user", "content": _user_content(document, images or [])}]
         content = self._complete(messages, target, usage)
         fields, problems = _parse(content, target)
         if problems:
@@ -397,6 +419,16 @@ class OpenAICompatibleExtractor(Extractor):
                 f"({self.max_tokens:,}); raise context_tokens to the model's context or lower max_tokens"
             )
         return instructions, room
+
+    def _page_images(self, name: str, data: bytes) -> list[tuple[str, bytes]]:
+        """The pages as images (`blocks.page_images`), rendered in the isolated parse workers."""
+        from blocks.isolation import get_pool
+        from blocks.page_images import page_images
+
+        return get_pool(timeout_s=60.0, max_memory_mb=256, recycle_after=200).run(
+            page_images, name, data, max_pages=self.max_image_pages, dpi=self.image_dpi, max_side=2000,
+            passwords=[p.get_secret_value() for p in self.passwords],
+        )
 
     def _read_text(self, name: str, data: bytes) -> Extraction:
         """The document's text from the embedded extractor's parser, in its isolated workers."""
@@ -463,7 +495,7 @@ class OpenAICompatibleExtractor(Extractor):
             secrets.append(self.api_key.get_secret_value())
         from blocks.rate_limits import request_slot
 
-        estimate = sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN + self.max_tokens
+        estimate = sum(_chars(m["content"]) for m in messages) // CHARS_PER_TOKEN + self.max_tokens
         with request_slot(self.limit_prefix(), self.limits(), tokens=estimate, timeout_s=self.timeout_s):
             return send(
                 "POST", f"{self.base_url}/chat/completions", service=self.service, headers=headers, json=body,
@@ -736,3 +768,22 @@ def _nullable(schema: Any) -> bool:
         return False
     kind = schema.get("type")
     return kind == "null" or (isinstance(kind, list) and "null" in kind)
+
+
+def _user_content(document: str, images: list[tuple[str, bytes]]) -> Any:
+    """The user message: the text alone, or (vision) the text followed by the page images as data URLs."""
+    if not images:
+        return document
+    import base64
+
+    return [
+        {"type": "text", "text": document},
+        *({"type": "image_url", "image_url": {"url": f"data:{media};base64,{base64.b64encode(raw).decode()}"}} for media, raw in images),
+    ]
+
+
+def _chars(content: Any) -> int:
+    """Characters of a message's content for estimates; an image counts as a page of text (~3,000)."""
+    if isinstance(content, str):
+        return len(content)
+    return sum(len(part.get("text", "")) if part.get("type") == "text" else IMAGE_CHARS for part in content)

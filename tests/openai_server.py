@@ -53,9 +53,24 @@ class Script:
         return [r["form"] for r in self.requests]
 
 
+def _text(content: Any) -> str:
+    """A message's text, also when it is a list of parts (text and image_url, as vision requests send)."""
+    if isinstance(content, str):
+        return content
+    return "\n".join(part.get("text", "") for part in content if part.get("type") == "text")
+
+
+def images_of(body: dict[str, Any]) -> list[str]:
+    """The data URLs of the images a request's user messages carry."""
+    return [
+        part["image_url"]["url"] for m in body["messages"] if m["role"] == "user" and not isinstance(m["content"], str)
+        for part in m["content"] if part.get("type") == "image_url"
+    ]
+
+
 def pages_seen(body: dict[str, Any]) -> list[int]:
     """The page numbers ('--- page N ---', continued pieces too) in a request's user messages."""
-    document = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
+    document = "\n".join(_text(m["content"]) for m in body["messages"] if m["role"] == "user")
     return [int(n) for n in re.findall(r"^--- page (\d+)(?: \(continued\))? ---$", document, re.MULTILINE)]
 
 
@@ -66,7 +81,7 @@ def model_answer(body: dict[str, Any], lists: bool = False) -> str:
     else the string); otherwise arrays are empty."""
     system = next(m["content"] for m in body["messages"] if m["role"] == "system")
     schema = json.loads(system.rsplit("JSON Schema:\n", 1)[1])
-    document = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
+    document = "\n".join(_text(m["content"]) for m in body["messages"] if m["role"] == "user")
     out: dict[str, Any] = {}
     for name, spec in schema["properties"].items():
         kinds = spec.get("type")
@@ -125,7 +140,7 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
                     content = script.replies.pop(0) if script.replies else None
                 if content is None:
                     content = script.answer(body) if script.answer else model_answer(body, lists=script.list_lines)
-                prompt_chars = sum(len(m["content"]) for m in body["messages"])
+                prompt_chars = sum(len(_text(m["content"])) for m in body["messages"])
                 self._send(200, {
                     "id": "chatcmpl-test", "object": "chat.completion", "model": body.get("model"),
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],

@@ -217,3 +217,29 @@ def test_a_changed_schema_or_prompt_is_a_new_batch_key(tmp_path: Path) -> None:
     assert key("b") != first
     schema.write_text(json.dumps({**PO_SCHEMA, "required": ["po_number", "supplier"]}))  # same path, new content
     assert key("a") != first
+
+
+def test_page_images_go_to_vision_models_and_a_scan_is_read_from_them(tmp_path: Path) -> None:
+    import base64
+
+    from tests.conftest import corpus
+    from tests.openai_server import images_of
+
+    scan = corpus("nasty-inputs", "scanned-image-only", "ocrmypdf_skew.pdf").read_bytes()
+    # a vision model reads the image; this one answers what such a model would
+    script = Script(answer=lambda body: json.dumps({"po_number": "SCAN-1"}) if images_of(body) else "{}")
+    with openai_server(script) as url:
+        extractor = _extractor(url, tmp_path, page_images=True, image_dpi=72, max_image_pages=2)
+        out = extractor.extract("scan.pdf", scan)  # no text layer: without images this fails as no_text
+        text_only = _extractor(url, tmp_path)
+        with pytest.raises(DocumentError) as caught:
+            text_only.extract("scan.pdf", scan)
+    assert caught.value.kind is ErrorKind.no_text
+    assert out.fields["po_number"] == "SCAN-1"
+    assert any("page images only" in w for w in out.warnings)
+    urls = images_of(script.requests[0]["body"])
+    assert 1 <= len(urls) <= 2
+    for url_ in urls:
+        assert url_.startswith("data:image/png;base64,")
+        assert base64.b64decode(url_.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(script.requests) == 1  # the text-only extractor failed before any request
