@@ -44,10 +44,10 @@ import time
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
-from pydantic import Field, PrivateAttr, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from blocks.errors import DocumentError
-from blocks.extractor import Extractor
+from blocks.schema_extractor import SchemaExtractor
 from blocks.models import ErrorKind, Extraction
 
 RAW_OUTPUT_CHARS = 2000
@@ -58,7 +58,7 @@ _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_.\-]*)\}")
 _MISSING = object()
 
 
-class HostedExtractor(Extractor):
+class HostedExtractor(SchemaExtractor):
     """A hosted extraction service's job API (create, upload, poll, fetch), configured by a saved block.
 
     Example, for a service that takes the file and the schema in one multipart POST, answers
@@ -177,31 +177,12 @@ class HostedExtractor(Extractor):
     request_timeout_s: float = Field(default=120.0, gt=0, le=3600, description="Seconds one request may take to answer.")
     max_attempts: int = Field(default=4, ge=1, le=10, description="Attempts per request on 429, 5xx and network errors (the first included).")
 
-    _schema: Any = PrivateAttr(default=None)
-
     @field_validator("base_url")
     @classmethod
     def _strip(cls, value: str) -> str:
         return value.strip().rstrip("/")
 
     # ------------------------------------------------------------------ the batch's configuration
-
-    def with_batch_settings(self, *, schema: str, prompt: str) -> HostedExtractor:
-        """This block with the batch's schema and prompt, where the batch sets them."""
-        update: dict[str, Any] = {}
-        if schema.strip():
-            update["target_schema"] = schema.strip()
-        if prompt.strip():
-            update["prompt"] = prompt.strip()
-        return self.model_copy(update=update) if update else self
-
-    def target(self) -> Any:
-        """The loaded `TargetSchema`, once per block instance."""
-        if self._schema is None:
-            from blocks.schemas import load_target_schema
-
-            self._schema = load_target_schema(self.target_schema)
-        return self._schema
 
     def check(self) -> None:
         if not self.base_url.startswith(("http://", "https://")) or not urlsplit(self.base_url).hostname:
@@ -242,34 +223,11 @@ class HostedExtractor(Extractor):
                         raise ValueError(_unprovided(name, found, names, created))
         self.target()
 
-    def fingerprint(self) -> str:
-        return f"schema:{self.target().digest}"
-
     # Settings that change how the service is reached and waited for, never what it answers.
-    _NOT_IN_CACHE_KEY: ClassVar[set[str]] = {
+    NOT_IN_CACHE_KEY: ClassVar[set[str]] = {
         "api_key", "extra_headers", "poll_interval_s", "poll_backoff", "max_poll_interval_s", "timeout_s",
         "request_timeout_s", "max_attempts",
     }
-
-    def cache_key(self) -> str | None:
-        """A paid service's answer for the same bytes and the same job settings is reused (tasks/result_cache)."""
-        import hashlib
-
-        settings = self.model_dump(mode="json", exclude=self._NOT_IN_CACHE_KEY)
-        text = json.dumps({"label": self.label, "settings": settings, "fingerprint": self.fingerprint()}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()
-
-    @property
-    def output_fields(self) -> list[str]:
-        try:
-            target = self.target()
-        except ValueError:
-            return []
-        if target.name == "invoice":
-            from blocks.invoice_schema import invoice_columns
-
-            return ["fields_source", *invoice_columns()]
-        return ["fields_source", *target.json_schema["properties"]]
 
     @property
     def service(self) -> str:

@@ -44,10 +44,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, PrivateAttr, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from blocks.errors import DocumentError
-from blocks.extractor import Extractor
+from blocks.schema_extractor import SchemaExtractor
 from blocks.models import ErrorKind, Extraction
 from blocks.provenance import provenance_for, to_json
 
@@ -98,7 +98,7 @@ SYSTEM_PROMPT = (
 )
 
 
-class OpenAICompatibleExtractor(Extractor):
+class OpenAICompatibleExtractor(SchemaExtractor):
     """A model served over the OpenAI chat-completions protocol extracts the batch's schema.
 
     Example:
@@ -167,7 +167,6 @@ class OpenAICompatibleExtractor(Extractor):
     price_per_million_tokens_in: float | None = Field(default=None, ge=0, description="Price of 1,000,000 prompt tokens, for costs and budgets.")
     price_per_million_tokens_out: float | None = Field(default=None, ge=0, description="Price of 1,000,000 completion tokens.")
 
-    _schema: Any = PrivateAttr(default=None)
 
     @field_validator("base_url")
     @classmethod
@@ -179,30 +178,10 @@ class OpenAICompatibleExtractor(Extractor):
 
     # ------------------------------------------------------------------ the batch's configuration
 
-    def with_batch_settings(self, *, schema: str, prompt: str) -> OpenAICompatibleExtractor:
-        """This block with the batch's schema and prompt, where the batch sets them."""
-        update: dict[str, Any] = {}
-        if schema.strip():
-            update["target_schema"] = schema.strip()
-        if prompt.strip():
-            update["prompt"] = prompt.strip()
-        return self.model_copy(update=update) if update else self
-
-    def target(self) -> Any:
-        """The loaded `TargetSchema`, once per block instance."""
-        if self._schema is None:
-            from blocks.schemas import load_target_schema
-
-            self._schema = load_target_schema(self.target_schema)
-        return self._schema
-
     def check(self) -> None:
         if not self.model.strip():
             raise ValueError("the model name is empty")
         self._part_room("x" * 40, _partial_target(self.target()))
-
-    def fingerprint(self) -> str:
-        return f"schema:{self.target().digest}"
 
     def cost(self, tokens_in: int | None, tokens_out: int | None) -> float | None:
         if self.price_per_million_tokens_in is None and self.price_per_million_tokens_out is None:
@@ -215,17 +194,10 @@ class OpenAICompatibleExtractor(Extractor):
         )
 
     # Settings that change how a request is sent, never what the model answers.
-    _NOT_IN_CACHE_KEY: ClassVar[set[str]] = {
+    NOT_IN_CACHE_KEY: ClassVar[set[str]] = {
         "api_key", "extra_headers", "timeout_s", "max_attempts", "max_concurrent_requests", "requests_per_minute",
         "tokens_per_minute", "price_per_million_tokens_in", "price_per_million_tokens_out", "passwords",
     }
-
-    def cache_key(self) -> str | None:
-        import hashlib
-
-        settings = self.model_dump(mode="json", exclude=self._NOT_IN_CACHE_KEY)
-        text = json.dumps({"label": self.label, "settings": settings, "fingerprint": self.fingerprint()}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()
 
     def limits(self) -> Any:
         from blocks.rate_limits import BackendLimits
@@ -255,18 +227,6 @@ class OpenAICompatibleExtractor(Extractor):
             pages=read.pages, text_chars=plan.text_chars, requests=requests, tokens_in=tokens_in,
             tokens_out_max=tokens_out_max, cost_max=self.cost(tokens_in, tokens_out_max),
         )
-
-    @property
-    def output_fields(self) -> list[str]:
-        try:
-            target = self.target()
-        except ValueError:
-            return []
-        if target.name == "invoice":
-            from blocks.invoice_schema import invoice_columns
-
-            return ["fields_source", *invoice_columns()]
-        return ["fields_source", *target.json_schema["properties"]]
 
     @property
     def service(self) -> str:

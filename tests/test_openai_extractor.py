@@ -162,6 +162,13 @@ def test_a_batch_through_the_cli_with_a_saved_block_schema_file_and_prompt(
         if path.is_file():
             assert SECRET not in path.read_text(errors="replace"), path
     assert SECRET not in done.stdout + done.stderr
+    from tests.test_batch_flow import read_all_artifacts
+
+    artifacts = read_all_artifacts(report["flow_run_id"])
+    assert {a.key for a in artifacts} >= {"docbatch-summary", "docbatch-documents"}
+    assert all(SECRET not in json.dumps(a.data, default=str) for a in artifacts)
+    summary = next(a for a in artifacts if a.key == "docbatch-summary").data
+    assert f"Model tokens: {report['totals']['tokens_in']:,} in, {report['totals']['tokens_out']:,} out" in summary
     csv = (out / "documents.csv").read_text()
     assert "po_number" in csv and "tokens_in" in csv
 
