@@ -21,9 +21,32 @@ def test_prefect_block_register_accepts_the_module(cli_env: dict[str, str]) -> N
         cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    for name in ("Embedded Extractor", "Local Directory Source", "Local Folder Destination"):
+    for name in (
+        "Embedded Extractor", "Local Directory Source", "Local Folder Destination", "OpenAI-compatible Extractor",
+        "Hosted Extractor", "Routing Extractor", "Extraction Schema",
+    ):
         assert name in done.stdout
     assert "Extractor\n" not in done.stdout  # the abstract base is not a block type of its own
+    assert "Schema Extractor" not in done.stdout  # nor is the base of the model and hosted extractors
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_an_extraction_schema_block_is_a_batch_schema_by_name() -> None:
+    from blocks.schemas import ExtractionSchema, SchemaField, SubField, load_target_schema
+
+    ExtractionSchema(title="Purchase order", fields=[
+        SchemaField(name="po_number", required=True, description="The order's number"),
+        SchemaField(name="ordered", type="date"),
+        SchemaField(name="lines", type="list", fields=[SubField(name="sku", required=True), SubField(name="quantity", type="number")]),
+    ]).save("test-po", overwrite=True)
+    target = load_target_schema("extraction-schema/test-po")
+    assert target.name == "extraction-schema/test-po"
+    assert target.errors({"po_number": "P1", "ordered": "2026-01-31", "lines": [{"sku": "A", "quantity": 2}]}) == []
+    assert any("po_number" in e for e in target.errors({"lines": []}))
+    assert any("sku" in e for e in target.errors({"po_number": "P1", "lines": [{"quantity": 2}]}))
+    assert target.complete({"po_number": "P1"}) == {"po_number": "P1", "ordered": None, "lines": []}
+    with pytest.raises(ValueError, match="no saved extraction schema"):
+        load_target_schema("extraction-schema/absent")
 
 
 @pytest.mark.usefixtures("prefect_api")
