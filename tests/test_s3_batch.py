@@ -69,7 +69,7 @@ def test_s3_to_s3_through_saved_blocks_with_no_secret_anywhere(
 ) -> None:
     from prefect.artifacts import Artifact
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
 
     from flows.batch import extract_batch
 
@@ -109,7 +109,11 @@ def test_s3_to_s3_through_saved_blocks_with_no_secret_anywhere(
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(report.flow_run_id)
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])))
-        artifacts = client.read_artifacts()
+        # Filtered by the server: unfiltered, the API's default page (200) holds only the session's
+        # newest artifacts, which need not include all of this run's.
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id]))
+        )
     ours = [a for a in artifacts if a.flow_run_id == flow_run.id]
     assert {a.key for a in ours} >= {"docbatch-summary", "docbatch-documents", "docbatch-exports"}
     link = next(a for a in ours if a.key == "docbatch-exports")
