@@ -265,8 +265,9 @@ class OpenAICompatibleExtractor(SchemaExtractor):
                 if retry == OVERFLOW_RETRIES or exc.status not in (400, 413, 422) or not _CONTEXT_OVERFLOW.search(exc.body_excerpt or ""):
                     raise
                 lower = round(ratio * OVERFLOW_FACTOR, 2)
+                key = f"{self.base_url}|{self.model}"
                 with _forms_lock:
-                    _chars_per_token[f"{self.base_url}|{self.model}"] = min(lower, self._chars_per_token())
+                    _chars_per_token[key] = min(lower, _chars_per_token.get(key, CONTEXT_CHARS_PER_TOKEN))
                 warnings.append(
                     f"the server refused a request as longer than the model's context ({self.context_tokens:,} tokens): "
                     f"the document was split again, counting {lower} characters a token"

@@ -44,6 +44,7 @@ class Script:
     delay_s: float = 0.0
     answer: Callable[[dict[str, Any]], str] | None = None  # replaces model_answer (after `replies`)
     list_lines: bool = False  # model_answer fills arrays from 'name: value' lines too
+    context_chars: int | None = None  # longer messages get vLLM's HTTP 400 context_length_exceeded
     requests: list[dict[str, Any]] = field(default_factory=list)
     in_flight: int = 0
     peak_in_flight: int = 0
@@ -135,6 +136,13 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
                     return
                 if form not in script.accepted_forms:
                     self._send(500, {"error": {"message": f"response_format of type {form} is not supported", "type": "server_error"}})
+                    return
+                chars = sum(len(m["content"]) for m in body["messages"])
+                if script.context_chars is not None and chars > script.context_chars:
+                    self._send(400, {"error": {
+                        "message": f"This model's maximum context length is {script.context_chars} tokens. However, you requested "
+                        f"{chars} tokens. Please reduce the length of the messages.",
+                        "type": "invalid_request_error", "code": "context_length_exceeded"}})
                     return
                 with script.lock:
                     content = script.replies.pop(0) if script.replies else None

@@ -13,10 +13,12 @@ import ctypes
 import csv
 import io
 import json
+import math
 import re
 import uuid
 from datetime import date
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pypdfium2 as pdfium
@@ -27,8 +29,11 @@ from blocks.errors import DocumentError
 from blocks.models import ErrorKind
 from blocks.openai_compatible import (
     CONTEXT_CHARS_PER_TOKEN,
+    OVERFLOW_FACTOR,
     OpenAICompatibleExtractor,
     _accepted_forms,
+    _chars_per_token,
+    _numbered_pages,
     _partial_target,
     merge_answers,
     split_pages,
@@ -72,8 +77,11 @@ PAGES = [
 
 
 @pytest.fixture(autouse=True)
-def _fresh_forms() -> None:
-    _accepted_forms.clear()
+def _fresh_forms() -> Iterator[None]:
+    _accepted_forms.clear()  # each test's server is a new endpoint, but ports can be reused
+    _chars_per_token.clear()
+    yield
+    _chars_per_token.clear()
 
 
 def make_pdf(pages: list[list[str]]) -> bytes:
@@ -247,6 +255,36 @@ def test_a_text_without_pages_longer_than_the_context_is_split_by_characters(tmp
     assert out.fields["po_number"] == "T-1" and out.fields["skus"] == ["Z-9"]
     assert out.provenance["supplier"]["page"] is None  # a text has no pages: offsets into the whole text
     assert body[out.provenance["skus"][0]["start"]:out.provenance["skus"][0]["end"]] == "Z-9"
+
+
+def test_a_request_the_server_finds_over_its_context_splits_the_document_again(tmp_path: Path) -> None:
+    """The estimate of characters a token was too high for this server's tokenizer: the server's
+    HTTP 400 context_length_exceeded makes the block split again at a lower figure, and keep it."""
+    data = make_pdf(PAGES)
+    script = Script(answer=po_model)
+    with openai_server(script) as url:
+        probe = _extractor(url, tmp_path)
+        instructions = probe._instructions(probe.target())
+        header = "Document: po.pdf\n\n"
+        text = _numbered_pages(probe._read_text("po.pdf", data).text, len(PAGES))
+        # the whole document just fits, by the estimate of CONTEXT_CHARS_PER_TOKEN characters a token ...
+        room = probe._room(instructions, header)
+        extractor = _extractor(url, tmp_path, context_tokens=probe.context_tokens + math.ceil((len(text) + 10 - room) / CONTEXT_CHARS_PER_TOKEN))
+        assert len(text) <= extractor._room(instructions, header)
+        # ... but the server's tokenizer packs fewer characters a token: it refuses the whole
+        script.context_chars = len(instructions) + len(header) + len(text) - 1
+        out = extractor.extract("po.pdf", data)
+        refused = len(script.requests)
+        again = extractor.extract("po.pdf", data)
+    first, *rest = script.requests
+    assert "--- page 6 ---" in first["body"]["messages"][1]["content"]  # the whole document in one request: refused
+    assert all(sum(len(m["content"]) for m in r["body"]["messages"]) <= script.context_chars for r in rest)
+    assert any(f"split again, counting {CONTEXT_CHARS_PER_TOKEN * OVERFLOW_FACTOR:.1f} characters a token" in w for w in out.warnings)
+    assert any("sent in" in w and "parts" in w for w in out.warnings)
+    assert out.fields["skus"] == ["A-1", "B-2", "D-4"] and out.fields["po_number"] == "PO-77"
+    # the lower figure is kept for this endpoint and model: no refused request the second time
+    assert len(script.requests) - refused == refused - 1
+    assert not any("split again" in w for w in again.warnings) and again.fields == out.fields
 
 
 def test_merged_answers_that_break_the_schema_fail_as_invalid_output(tmp_path: Path) -> None:
