@@ -100,6 +100,17 @@ class Extraction(BaseModel):
     )
 
 
+class TokenEstimate(BaseModel):
+    """One document's requests as a model extractor would send them (`docbatch run --dry-run`)."""
+
+    pages: int | None = None
+    text_chars: int = Field(description="Characters of document text sent (after any cut).")
+    requests: int = Field(default=1, description="Requests it takes (more than one when a long document is split).")
+    tokens_in: int = Field(description="Estimated prompt tokens, instructions and schema included.")
+    tokens_out_max: int = Field(description="Most completion tokens the answers may take (max_tokens per request).")
+    cost_max: float | None = Field(default=None, description="Cost of tokens_in plus tokens_out_max at the block's prices.")
+
+
 class DocumentResult(BaseModel):
     """The outcome for one document, in the batch's input order."""
 

@@ -215,7 +215,7 @@ class OpenAICompatibleExtractor(SchemaExtractor):
     def estimate(self, name: str, data: bytes) -> Any:
         """The requests `extract` would send for this document (one per part of a long one),
         estimated (for `--dry-run`); sends nothing."""
-        from flows.dry_run import TokenEstimate
+        from blocks.models import TokenEstimate
 
         read = self._read_text(name, data)
         plan = self._plan(name, read, self.target(), self._chars_per_token())
@@ -392,15 +392,11 @@ class OpenAICompatibleExtractor(SchemaExtractor):
         )
 
     def _read_text(self, name: str, data: bytes) -> Extraction:
-        """The document's text from the embedded extractor's parser, in its isolated workers."""
-        from blocks.isolation import get_pool
-        from blocks.parsing import ParseSettings, parse_document
+        """The document's text as the embedded extractor reads it (its isolated workers and limits)."""
+        from blocks.embedded import EmbeddedExtractor
 
-        settings: ParseSettings = {
-            "max_pages": self.max_pages, "extract_fields": False, "embedded_xml": False,
-            "passwords": [p.get_secret_value() for p in self.passwords],
-        }
-        return get_pool(timeout_s=60.0, max_memory_mb=256, recycle_after=200).run(parse_document, name, data, settings)
+        reader = EmbeddedExtractor(max_pages=self.max_pages, extract_fields=False, embedded_xml=False, passwords=self.passwords)
+        return reader.extract(name, data)
 
     def _instructions(self, target: Any) -> str:
         parts = [SYSTEM_PROMPT]

@@ -177,6 +177,7 @@ class _Facts:
     def __init__(self, name: str, data: bytes, block: RoutingExtractor) -> None:
         self.name, self.data, self.block = name, data, block
         self._media_type: str | None = None
+        self._read_cache: Extraction | None = None
         self._first_page: str | None = None
         self._type: str | None = None
         self.tokens_in = self.tokens_out = 0
@@ -190,14 +191,11 @@ class _Facts:
         return self._media_type
 
     def _read(self) -> Extraction:
-        from blocks.isolation import get_pool
-        from blocks.parsing import parse_document
+        """The document's text as the embedded extractor reads it, once (keywords and media type ask it)."""
+        if self._read_cache is None:
+            from blocks.embedded import EmbeddedExtractor
 
-        if not hasattr(self, "_read_cache"):
-            settings = {"extract_fields": False, "embedded_xml": False, "max_pages": 2000}
-            self._read_cache = get_pool(timeout_s=60.0, max_memory_mb=256, recycle_after=200).run(
-                parse_document, self.name, self.data, settings
-            )
+            self._read_cache = EmbeddedExtractor(extract_fields=False, embedded_xml=False).extract(self.name, self.data)
         return self._read_cache
 
     def first_page(self) -> str:

@@ -12,7 +12,7 @@ import sys
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from typing import Annotated, Optional  # noqa: E402
+from typing import TYPE_CHECKING, Annotated, Optional  # noqa: E402
 
 import typer  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
@@ -21,6 +21,9 @@ from rich.table import Table  # noqa: E402
 
 from blocks.errors import BatchRefused, SourceUnavailable  # noqa: E402
 from blocks.models import BatchReport, ExportFormat  # noqa: E402
+
+if TYPE_CHECKING:
+    from flows.params import ExtractionSettings
 
 EXIT_OK = 0
 EXIT_BATCH_FAILED = 1
@@ -182,14 +185,14 @@ def run(
 
 
 def run_dry(
-    source: str, include: list[str], exclude: list[str], recursive: bool, extraction: object, max_documents: int,
+    source: str, include: list[str], exclude: list[str], recursive: bool, extraction: ExtractionSettings, max_documents: int,
     as_json: bool, err: Console,
 ) -> None:
     """`--dry-run`: the estimate table (or JSON), then exit 0; nothing is sent, no flow run is made."""
     from flows.dry_run import dry_run
 
     try:
-        plan = dry_run(source, include=include, exclude=exclude, recursive=recursive, extraction=extraction,  # type: ignore[arg-type]
+        plan = dry_run(source, include=include, exclude=exclude, recursive=recursive, extraction=extraction,
                        max_documents=max_documents)
     except (BatchRefused, ValueError) as exc:
         err.print(f"[red]refused:[/] {exc}")

@@ -12,18 +12,8 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from blocks.errors import DocumentError
+from blocks.models import TokenEstimate
 from flows.params import ExtractionSettings
-
-
-class TokenEstimate(BaseModel):
-    """One document's request as an extractor would send it."""
-
-    pages: int | None = None
-    text_chars: int = Field(description="Characters of document text sent (after any cut).")
-    requests: int = Field(default=1, description="Requests it takes (more than one when a long document is split).")
-    tokens_in: int = Field(description="Estimated prompt tokens, instructions and schema included.")
-    tokens_out_max: int = Field(description="Most completion tokens the answers may take (max_tokens per request).")
-    cost_max: float | None = Field(default=None, description="Cost of tokens_in plus tokens_out_max at the block's prices.")
 
 
 class DryRunItem(BaseModel):

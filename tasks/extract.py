@@ -91,7 +91,7 @@ def extract_one(
             on_stop(f"the batch stopped after {ref.name}: {error.message}")
         return DocumentResult(
             ref=ref,
-            status="skipped" if getattr(error, "skip", False) else "failed",
+            status="skipped" if error.skip else "failed",
             sha256=sha256,
             error=error.message,
             error_kind=error.kind,
@@ -99,10 +99,10 @@ def extract_one(
             warnings=warnings,
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
             extractor=extractor.label,
-            raw_output=getattr(error, "raw_output", None),
-            tokens_in=getattr(error, "tokens_in", None),
-            tokens_out=getattr(error, "tokens_out", None),
-            cost=extractor.cost(getattr(error, "tokens_in", None), getattr(error, "tokens_out", None)),
+            raw_output=error.raw_output,
+            tokens_in=error.tokens_in,
+            tokens_out=error.tokens_out,
+            cost=extractor.cost(error.tokens_in, error.tokens_out),
         )
     return DocumentResult(
         ref=ref,

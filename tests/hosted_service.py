@@ -30,9 +30,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
+
+from tests.local_http import serving
 
 
 @dataclass
@@ -230,13 +232,5 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def hosted_service(script: Script) -> Iterator[str]:
     """Serve `script` on a free 127.0.0.1 port; yields the base URL ('http://127.0.0.1:PORT')."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(script))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="hosted-test-service", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with serving(_handler(script), name="hosted-test-service") as root:
+        yield root

@@ -21,8 +21,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.local_http import serving
 
 FORMS = ("json_schema", "json_object_schema", "json_object", "none")
 
@@ -165,13 +167,5 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def openai_server(script: Script) -> Iterator[str]:
     """Serve `script` on a free 127.0.0.1 port; yields the base URL ('http://127.0.0.1:PORT/v1')."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(script))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="openai-test-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with serving(_handler(script), name="openai-test-server") as root:
+        yield f"{root}/v1"

@@ -21,19 +21,10 @@ from blocks.hosted_extractor import HostedExtractor
 from blocks.models import ErrorKind
 from tests.hosted_service import Script, hosted_service
 from tests.test_cli import docbatch
+from tests.test_openai_extractor import PO_SCHEMA
 
 SECRET = "hk-test-0123456789SECRETKEY"
 
-PO_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "po_number": {"type": "string"},
-        "supplier": {"type": ["string", "null"]},
-        "amount": {"type": ["number", "null"]},
-        "lines": {"type": "array", "items": {"type": "object", "properties": {"sku": {"type": "string"}}}},
-    },
-    "required": ["po_number"],
-}
 DOCUMENT = b"PURCHASE ORDER\npo_number: PO-7\nsupplier: Acme GmbH\namount: 1,250.50\n"
 
 
