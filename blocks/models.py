@@ -98,6 +98,11 @@ class Extraction(BaseModel):
     provenance: dict[str, Any] | None = Field(
         default=None, description="Where each value of `fields` was found, mirroring their structure (blocks.provenance)."
     )
+    schema_name: str | None = Field(
+        default=None, description="Which schema `fields` follow: 'invoice', 'receipt', or a custom schema's title."
+    )
+    ocr: bool = Field(default=False, description="True when some of the text was read by OCR (images, pages without a text layer).")
+    ocr_engine: str | None = Field(default=None, description="The OCR engine and version that read it, e.g. 'rapidocr 3.10.0'.")
 
 
 class TokenEstimate(BaseModel):
@@ -109,6 +114,15 @@ class TokenEstimate(BaseModel):
     tokens_in: int = Field(description="Estimated prompt tokens, instructions and schema included.")
     tokens_out_max: int = Field(description="Most completion tokens the answers may take (max_tokens per request).")
     cost_max: float | None = Field(default=None, description="Cost of tokens_in plus tokens_out_max at the block's prices.")
+
+
+class Check(BaseModel):
+    """One validation check an accountant would run on a document's fields (blocks.validation)."""
+
+    name: str = Field(description="Stable identifier, e.g. 'totals.net_plus_tax', 'seller.vat_id.checksum'.")
+    passed: bool
+    message: str = Field(description="What was compared, with the numbers, in one sentence.")
+    fields: list[str] = Field(default_factory=list, description="Dotted paths of the fields the check read.")
 
 
 class DocumentResult(BaseModel):
@@ -149,6 +163,18 @@ class DocumentResult(BaseModel):
         "lists of the same length, each value {page, text, start, end, match, score, …} (blocks.provenance.Provenance) "
         "or null. Kept in report.json and documents.json(l), never in CSV/XLSX/Parquet columns.",
     )
+    schema_name: str | None = Field(
+        default=None, description="Which schema `fields` follow: 'invoice', 'receipt', or a custom schema's title."
+    )
+    ocr: bool | None = Field(default=None, description="True when some of the text was read by OCR (images, pages without a text layer).")
+    ocr_engine: str | None = Field(default=None, description="The OCR engine and version that read it, e.g. 'rapidocr 3.10.0'.")
+    review: Literal["ok", "needs_review"] | None = Field(
+        default=None,
+        description="'needs_review' when a validation check failed or a required value's confidence is below the "
+        "batch's threshold (the reasons are in review_reasons); 'ok' otherwise; None for failed/skipped documents.",
+    )
+    review_reasons: list[str] = Field(default_factory=list, description="Why the document needs a person's look, one sentence each.")
+    checks: list[Check] = Field(default_factory=list, description="The validation checks run on the fields, passed or not.")
 
 
 class BatchTotals(BaseModel):
@@ -160,6 +186,7 @@ class BatchTotals(BaseModel):
     tokens_in: int = Field(default=0, description="Prompt tokens billed by model back-ends, summed over the documents.")
     tokens_out: int = Field(default=0, description="Completion tokens billed by model back-ends, summed over the documents.")
     cost: float | None = Field(default=None, description="Summed cost of the model requests, when the extractor block has prices.")
+    needs_review: int = Field(default=0, description="Succeeded documents whose review is 'needs_review'.")
 
     @property
     def done(self) -> int:

@@ -122,6 +122,9 @@ def extract_one(
         cost=extractor.cost(extraction.tokens_in, extraction.tokens_out),
         route=extraction.route,
         provenance=extraction.provenance,
+        schema_name=extraction.schema_name,
+        ocr=extraction.ocr or None,
+        ocr_engine=extraction.ocr_engine,
     )
 
 
