@@ -209,6 +209,14 @@ class BatchParameters(BaseModel):
     max_documents: int = 1000
 
 
+class ReviewNote(BaseModel):
+    """One succeeded document that needs a person's look, as the batch report lists it."""
+
+    index: int = Field(description="The document's position in the batch (its result's ref.index).")
+    file: str = Field(description="Its path relative to the source root (ref.name).")
+    reasons: list[str] = Field(default_factory=list, description="Its review_reasons: one sentence each.")
+
+
 class BatchReport(BaseModel):
     """The whole batch: what `extract_batch` returns and what report.json holds."""
 
@@ -228,6 +236,9 @@ class BatchReport(BaseModel):
     exports: dict[str, str] = Field(default_factory=dict, description="Export name → path or URI.")
     parameters: BatchParameters | None = Field(default=None, description="The batch's parameters, for retry-failed.")
     batch_key: str | None = Field(default=None, description="Hash of source, filters and extractor settings: batches with equal keys give equal results.")
+    needs_review: list[ReviewNote] = Field(
+        default_factory=list, description="The succeeded documents whose review is 'needs_review', in input order, with why."
+    )
     results: list[DocumentResult] = Field(default_factory=list)
 
     def failed_results(self) -> list[DocumentResult]:
