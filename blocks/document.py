@@ -50,3 +50,7 @@ class ReadDocument:
     attachments: list[tuple[str, bytes]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     extra_fields: dict[str, object] = field(default_factory=dict)
+    # XLSX: each table's sheet name, and the 1-based row number of each of its rows (cells start at
+    # column A), so a value can name the cell it was read from (blocks.source_provenance)
+    table_names: list[str] = field(default_factory=list)
+    table_rows: list[list[int]] = field(default_factory=list)

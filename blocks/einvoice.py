@@ -466,14 +466,15 @@ def _value(node: Any, kind: str) -> Any:
     return value
 
 
-def _first(context: Any, path: str | tuple[str, ...], kind: str, namespaces: dict[str, str]) -> Any:
-    """The first non-empty value at `path` (or at the first of its alternatives that has one), or None."""
+def _first(context: Any, path: str | tuple[str, ...], kind: str, namespaces: dict[str, str]) -> tuple[Any, Any]:
+    """The first non-empty value at `path` (or at the first of its alternatives that has one) and
+    the element or attribute it came from, or (None, None)."""
     for alternative in (path,) if isinstance(path, str) else path:
         for node in context.xpath(alternative, namespaces=namespaces):
             value = _value(node, kind)
             if value is not None:
-                return value
-    return None
+                return value, node
+    return None, None
 
 
 def _set(target: dict[str, Any], dotted: str, value: Any) -> None:
@@ -483,13 +484,47 @@ def _set(target: dict[str, Any], dotted: str, value: Any) -> None:
     target[parts[-1]] = value
 
 
-def _tax_total(root: Any, syntax: Syntax, path: str, currency: str | None) -> float | None:
-    """BT-110: the tax total in the invoice currency, when BT-111 (accounting currency) is also given."""
+def _tax_total(root: Any, syntax: Syntax, path: str, currency: str | None) -> tuple[float | None, Any]:
+    """BT-110: the tax total in the invoice currency, when BT-111 (accounting currency) is also
+    given; with the element it came from."""
     nodes = [n for n in root.xpath(path, namespaces=syntax.namespaces) if _amount(n.text) is not None]
     for node in nodes:
         if currency and node.get("currencyID") == currency:
-            return _amount(node.text)
-    return _amount(nodes[0].text) if nodes else None
+            return _amount(node.text), node
+    return (_amount(nodes[0].text), nodes[0]) if nodes else (None, None)
+
+
+def element_path(node: Any, prefixes: dict[str, str]) -> str:
+    """An absolute XPath of an element (or attribute) found by XPath, written with the syntax's
+    prefixes (`prefixes`: namespace URI -> prefix), e.g.
+    /rsm:CrossIndustryInvoice/rsm:ExchangedDocument/ram:ID; a position [n] (1-based) only where
+    the parent has several children of that name. It resolves with the syntax's namespaces
+    (`Syntax.namespaces`, e.g. `CII_NS`), whatever prefixes the document itself uses."""
+    attribute = None
+    if not isinstance(node, etree._Element):  # an attribute value (lxml's smart string)
+        attribute = getattr(node, "attrname", None)
+        node = node.getparent()
+    steps: list[str] = []
+    while node is not None:
+        qname = etree.QName(node)
+        prefix = prefixes.get(qname.namespace or "")
+        if qname.namespace is None:
+            step = qname.localname
+        elif prefix:
+            step = f"{prefix}:{qname.localname}"
+        else:
+            step = f"*[local-name()='{qname.localname}' and namespace-uri()='{qname.namespace}']"
+        parent = node.getparent()
+        if parent is not None:
+            before = sum(1 for _ in node.itersiblings(node.tag, preceding=True))
+            if before or next(node.itersiblings(node.tag), None) is not None:
+                step += f"[{before + 1}]"
+        steps.append(step)
+        node = parent
+    path = "/" + "/".join(reversed(steps))
+    if attribute:
+        path += f"/@{etree.QName(attribute).localname}"
+    return path
 
 
 # --------------------------------------------------------------------------- reading
@@ -500,6 +535,16 @@ def read_einvoice(data: bytes) -> dict[str, Any]:
 
     Raises EInvoiceError for malformed XML, an unknown root, or hostile XML.
     """
+    return read_einvoice_with_sources(data)[0]
+
+
+def read_einvoice_with_sources(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`read_einvoice`'s fields and, mirroring them, where each value came from: a `Provenance`
+    with `xml_path` (see `element_path`), `text` the element's own text, match 'declared' and
+    confidence 1.0 (the value is the element's content, nothing is guessed); None where the
+    field is absent. `syntax` points at the root element, `document_type` at the type code."""
+    from blocks.provenance import Provenance
+
     root = _parse(data)
     syntax = SYNTAXES.get(root.tag)
     if syntax is None:
@@ -508,21 +553,54 @@ def read_einvoice(data: bytes) -> dict[str, Any]:
             f"The XML root element '{name}' is not an e-invoice (expected CII CrossIndustryInvoice, "
             "ZUGFeRD 1.0 CrossIndustryDocument, or UBL Invoice / CreditNote)."
         )
+    prefixes = {uri: prefix for prefix, uri in syntax.namespaces.items()}
+
+    def declared(node: Any) -> Provenance | None:
+        if node is None:
+            return None
+        text = node.text if isinstance(node, etree._Element) else str(node)
+        return Provenance(
+            text=(text or "").strip(), match="declared", confidence=1.0, xml_path=element_path(node, prefixes)
+        )
+
     fields = InvoiceFields().model_dump()
+    sources: dict[str, Any] = {key: ({k: None for k in value} if isinstance(value, dict) else None)
+                               for key, value in fields.items()}
+    for key in ("seller", "buyer"):
+        sources[key]["address"] = {k: None for k in fields[key]["address"]}
     fields["syntax"] = syntax.name
+    sources["syntax"] = Provenance(text=etree.QName(root).localname, match="declared", confidence=1.0,
+                                   xml_path=element_path(root, prefixes))
     for dotted, (path, kind) in syntax.fields.items():
-        _set(fields, dotted, _first(root, path, kind, syntax.namespaces))
-    fields["totals"]["tax_total"] = _tax_total(root, syntax, syntax.fields["totals.tax_total"][0], fields["currency"])
+        value, node = _first(root, path, kind, syntax.namespaces)
+        _set(fields, dotted, value)
+        _set(sources, dotted, declared(node))
+    value, node = _tax_total(root, syntax, syntax.fields["totals.tax_total"][0], fields["currency"])
+    fields["totals"]["tax_total"] = value
+    sources["totals"]["tax_total"] = declared(node)
     for key, rows in syntax.rows.items():
-        fields[key] = [
-            {column: _first(row, path, kind, syntax.namespaces) for column, (path, kind) in rows.columns.items()}
-            for row in root.xpath(rows.path, namespaces=syntax.namespaces)
-        ]
+        fields[key], sources[key] = [], []
+        for row in root.xpath(rows.path, namespaces=syntax.namespaces):
+            found = {column: _first(row, path, kind, syntax.namespaces) for column, (path, kind) in rows.columns.items()}
+            fields[key].append({column: value for column, (value, _) in found.items()})
+            sources[key].append({column: declared(node) for column, (_, node) in found.items()})
     fields["document_type"] = document_type_name(fields["document_type_code"])
+    sources["document_type"] = sources.get("document_type_code") if fields["document_type"] else None
     try:
-        return InvoiceFields(**fields).model_dump()
+        checked = InvoiceFields(**fields).model_dump()
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         raise EInvoiceError(f"The e-invoice XML holds values the invoice schema refuses: {exc}") from None
+    return checked, _mirror(checked, sources)
+
+
+def _mirror(fields: Any, sources: Any) -> Any:
+    """`sources` cut to `fields`' exact shape (a key or row the schema dropped has no source)."""
+    if isinstance(fields, dict):
+        return {key: _mirror(value, sources.get(key) if isinstance(sources, dict) else None) for key, value in fields.items()}
+    if isinstance(fields, list):
+        rows = sources if isinstance(sources, list) else []
+        return [_mirror(value, rows[i] if i < len(rows) else None) for i, value in enumerate(fields)]
+    return sources if fields is not None and not isinstance(sources, (dict, list)) else None
 
 
 # --------------------------------------------------------------------------- PDF attachments

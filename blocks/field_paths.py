@@ -28,6 +28,9 @@ class FieldsOutcome:
     source: str
     reader: str | None = None
     warnings: list[str] = field(default_factory=list)
+    # what the extractor declares about each value's source, mirroring `fields` (blocks.provenance.Provenance
+    # trees: an e-invoice's element paths); blocks.source_provenance completes it
+    declared: Any = None
 
 
 def extract_fields(document: ReadDocument, data: bytes, settings: Any) -> FieldsOutcome:
@@ -53,18 +56,19 @@ def extract_fields(document: ReadDocument, data: bytes, settings: Any) -> Fields
 
 
 def _from_xml(document: ReadDocument, data: bytes, settings: Any, warnings: list[str]) -> FieldsOutcome | None:
-    from blocks.einvoice import EInvoiceError, is_einvoice, read_einvoice
+    from blocks.einvoice import EInvoiceError, is_einvoice, read_einvoice_with_sources
 
     if document.media_type == sniff.XML and is_einvoice(data):
         try:
-            return FieldsOutcome(read_einvoice(data), "xml", "xml")
+            fields, declared = read_einvoice_with_sources(data)
         except EInvoiceError as exc:
             raise DocumentError(ErrorKind.corrupt, str(exc)) from None
+        return FieldsOutcome(fields, "xml", "xml", declared=declared)
     if not settings.get("embedded_xml", True):
         return None
     for name, xml in document.attachments:  # only .xml attachments (blocks.einvoice.pdf_attachments)
         try:
-            fields = read_einvoice(xml)
+            fields, declared = read_einvoice_with_sources(xml)
         except EInvoiceError as exc:
             warnings.append(f"embedded XML {name!r} ignored, fields read from the text instead: {exc}")
             continue
@@ -75,7 +79,7 @@ def _from_xml(document: ReadDocument, data: bytes, settings: Any, warnings: list
                 f"mandatory terms ({', '.join(missing)})"
             )
             continue
-        outcome = FieldsOutcome(fields, "embedded-xml", f"attachment:{name}")
+        outcome = FieldsOutcome(fields, "embedded-xml", f"attachment:{name}", declared=declared)
         if fields.get("profile") and not _KNOWN_GUIDELINE.match(fields["profile"]):
             outcome.warnings.append(
                 f"embedded XML {name!r} declares the guideline {fields['profile']!r}, which is no Factur-X, ZUGFeRD "

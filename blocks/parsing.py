@@ -47,6 +47,9 @@ def parse_document(name: str, data: bytes, settings: ParseSettings) -> Extractio
         extraction.fields_source = outcome.source
         extraction.reader = outcome.reader
         extraction.warnings.extend(outcome.warnings)
+        from blocks.source_provenance import provenance_of  # where each value was read (here: the words live here)
+
+        extraction.provenance = provenance_of(document, outcome, data, settings.get("passwords"), extraction.warnings)
     return extraction
 
 

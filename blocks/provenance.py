@@ -28,10 +28,29 @@ Locating (`locate`), on the page texts only, first match in reading order wins:
    (the same word, or one that shares most character trigrams with it), so the cost grows with
    the value's occurrences, not with the document's length.
 
-Fields a later extractor fills without a text search (their shape does not change): `box`
-(position on the page), `xml_path` (an e-invoice's element), `sheet`/`cell` (XLSX),
-`template_field` (an invoice2data template's field) and `confidence`; `match` is then
-"declared": the extractor says where the value came from.
+Fields the embedded extractor adds (`blocks.source_provenance`, in the parse worker): `box`
+(the union of the page's positioned words that hold `text`: PDF points for PDFs, pixels for
+OCR'd images, with the page's size), `xml_path` (an e-invoice's element, e.g.
+/rsm:CrossIndustryInvoice/rsm:ExchangedDocument/ram:ID, written with the prefixes of
+`blocks.einvoice`'s namespace tables: rsm/ram/udt for CII, doc/cac/cbc for UBL),
+`sheet`/`cell` (XLSX, e.g. 'B7'), `template_field` (the invoice2data template's output key;
+a row of its `lines` as 'lines.<group>') and `confidence`. `match` is "declared" when the
+extractor says where the value came from (e-invoice XML; a template value not found in the
+text, then with `text` ""): for XML embedded in a PDF, `page`/`text`/`start`/`end`/`box` say
+where the value is printed when the text search finds it; the element stays its source.
+
+Confidence, in [0, 1], says how sure the extractor is of the value itself:
+
+| path | confidence |
+| --- | --- |
+| e-invoice XML (bare or embedded) | 1.0: the value is the element's content |
+| template | the text match: 1.0 found as printed, the fuzzy ratio when found approximately; 0.8 when the template gives a value the text does not show (its issuer, a static or rewritten value) |
+| layout, receipts | label × match: 1.0 when a label of the field stands left of the value on its line or on the line just above it (a column header above a table cell), 0.5 for a value without a label (a guess from position or pattern), times the text match (1.0 exact, else the fuzzy ratio) |
+| OCR'd text (any path but XML) | the above times the lowest OCR score of the words under the box |
+
+Codes rarely printed as such (type code, unit code, tax category, line id) and one-character or
+one-digit values ('0', '7', 'S') are not searched, except a layout value standing by its label:
+such a match would be a coincidence.
 """
 
 from __future__ import annotations
@@ -66,7 +85,7 @@ _CORE = ("page", "text", "start", "end", "match", "score")
 
 
 class Box(BaseModel):
-    """A rectangle on a page, origin top-left, y downwards, in the page's units (PDF points)."""
+    """A rectangle on a page, origin top-left, y downwards, in the page's units (PDF points; pixels for an OCR'd image)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -111,7 +130,7 @@ def locate(value: Any, pages: list[str], *, paged: bool = True) -> Provenance | 
     `paged=False`: `pages` holds one text without page structure (plain text): `page` is None.
     Objects and lists are not located: see `provenance_for`.
     """
-    return _Index(pages, paged).locate(value)
+    return PageIndex(pages, paged).locate(value)
 
 
 def provenance_for(fields: Any, pages: list[str], *, paged: bool = True) -> Any:
@@ -120,7 +139,7 @@ def provenance_for(fields: Any, pages: list[str], *, paged: bool = True) -> Any:
     Dicts become dicts with the same keys, lists lists of the same length. The pages are
     indexed once for all values, and equal values are located once.
     """
-    index = _Index(pages, paged)
+    index = PageIndex(pages, paged)
     memo: dict[tuple[str, Any], Provenance | None] = {}
 
     def walk(node: Any) -> Any:
@@ -181,8 +200,12 @@ _MONTHS = {
 }
 
 
-class _Index:
-    """One document's pages, lowered and joined once; the word index for fuzzy search on demand."""
+class PageIndex:
+    """One document's pages, lowered and joined once; the word index for fuzzy search on demand.
+
+    `locate` gives a value's first place; `find` its first places in a window of the joined
+    text (`position` turns a provenance back into such a position), for callers that weigh
+    several occurrences (the layout's labels) or search a table's rows in order."""
 
     def __init__(self, pages: list[str], paged: bool) -> None:
         self.pages = list(pages)
@@ -218,17 +241,24 @@ class _Index:
     # -- dispatch
 
     def locate(self, value: Any) -> Provenance | None:
-        if value is None or isinstance(value, bool) or not self.hay:
-            return None
+        found = self.find(value)
+        return found[0] if found else None
+
+    def find(self, value: Any, *, start: int = 0, stop: int | None = None, limit: int = 1) -> list[Provenance]:
+        """Up to `limit` places of `value` between positions `start` and `stop` of the joined
+        text (see `position`), in reading order: its exact matches, else its best fuzzy one."""
+        window = (max(0, start), len(self.hay) if stop is None else min(stop, len(self.hay)), max(1, limit))
+        if value is None or isinstance(value, bool) or not self.hay or window[0] >= window[1]:
+            return []
         if isinstance(value, (int, float, Decimal)):
-            return self._number(value)
+            return self._number(value, window)
         if isinstance(value, date):
-            return self._first(_date_forms(value))
+            return self._all(_date_forms(value), window)
         if not isinstance(value, str):
-            return None
+            return []
         text = value.strip()
         if not text:
-            return None
+            return []
         iso = _ISO_DATE.match(text)
         if iso:
             try:
@@ -236,35 +266,47 @@ class _Index:
             except ValueError:
                 day = None
             if day is not None:
-                found = self._first(_date_forms(day))
-                if found is not None:
+                found = self._all(_date_forms(day), window)
+                if found:
                     return found
-        found = self._first([_literal(text.lower().translate(_SPACES), "word")])
-        if found is None and _PLAIN_NUMBER.match(text):
-            return self._number(Decimal(text))
-        if found is None and not iso and MIN_FUZZY_CHARS <= len(" ".join(text.split())) <= MAX_FUZZY_CHARS:
-            found = self._fuzzy(text)  # never for dates and numbers: 2021-03-06 is not 2021-03-05
+        found = self._all([_literal(text.lower().translate(_SPACES), "word")], window)
+        if not found and _PLAIN_NUMBER.match(text):
+            return self._number(Decimal(text), window)
+        if not found and not iso and MIN_FUZZY_CHARS <= len(" ".join(text.split())) <= MAX_FUZZY_CHARS:
+            fuzzy = self._fuzzy(text)  # never for dates and numbers: 2021-03-06 is not 2021-03-05
+            if fuzzy is not None and window[0] <= self.position(fuzzy) < window[1]:
+                found = [fuzzy]
         return found
 
-    def _number(self, value: int | float | Decimal) -> Provenance | None:
+    def position(self, found: Provenance) -> int:
+        """Where a provenance this index made starts in the joined text (for `find`'s window)."""
+        return self.starts[(found.page or 1) - 1] + (found.start or 0)
+
+    def _number(self, value: int | float | Decimal, window: tuple[int, int, int]) -> list[Provenance]:
         if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
-            return None
-        found = self._first(_number_forms(value))
-        if found is not None and value < 0 and found.start:
-            page = self.pages[(found.page or 1) - 1]
-            if page[found.start - 1] in "-\u2212":  # take the printed minus sign along
-                found = found.model_copy(update={"start": found.start - 1, "text": page[found.start - 1: found.end]})
+            return []
+        found = self._all(_number_forms(value), window)
+        if value < 0:
+            for index, one in enumerate(found):
+                page = self.pages[(one.page or 1) - 1]
+                if one.start and page[one.start - 1] in "-\u2212":  # take the printed minus sign along
+                    found[index] = one.model_copy(update={"start": one.start - 1, "text": page[one.start - 1: one.end]})
         return found
 
     # -- exact
 
-    def _first(self, patterns: list[str]) -> Provenance | None:
-        """The earliest match of any pattern (each carries its own boundaries, see `_literal`)."""
+    def _all(self, patterns: list[str], window: tuple[int, int, int]) -> list[Provenance]:
+        """The first matches of any pattern (each carries its own boundaries, see `_literal`) in the window."""
         patterns = sorted(set(patterns), key=len, reverse=True)
         if not patterns:
-            return None
-        found = _compiled("|".join(f"(?:{p})" for p in patterns)).search(self.hay)
-        return None if found is None else self._provenance(found.start(), found.end(), "exact", 1.0)
+            return []
+        start, stop, limit = window
+        found = []
+        for match in _compiled("|".join(f"(?:{p})" for p in patterns)).finditer(self.hay, start, stop):
+            found.append(self._provenance(match.start(), match.end(), "exact", 1.0))
+            if len(found) >= limit:
+                break
+        return found
 
     # -- fuzzy
 

@@ -334,14 +334,17 @@ def read_xlsx(data: bytes, *, max_cells: int, media_type: str = sniff.XLSX) -> R
         raise DocumentError(ErrorKind.corrupt, f"not a readable Excel workbook ({exc})") from None
     lines: list[str] = []
     tables: list[list[list[str]]] = []
+    row_numbers: list[list[int]] = []
+    sheet_names: list[str] = []
     cells = 0
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             for sheet in workbook.worksheets:
                 rows: list[list[str]] = []
+                numbers: list[int] = []
                 lines.append(f"# {sheet.title}")
-                for row in sheet.iter_rows(values_only=True):
+                for number, row in enumerate(sheet.iter_rows(values_only=True), start=1):  # rows start at A1
                     values = ["" if v is None else _cell_text(v) for v in row]
                     while values and values[-1] == "":
                         values.pop()
@@ -351,10 +354,16 @@ def read_xlsx(data: bytes, *, max_cells: int, media_type: str = sniff.XLSX) -> R
                     if values:
                         lines.append("\t".join(values))
                         rows.append(values)
+                        numbers.append(number)
                 tables.append(rows)
+                row_numbers.append(numbers)
+                sheet_names.append(sheet.title)
     finally:
         workbook.close()
-    return ReadDocument(text="\n".join(lines), pages=len(tables), media_type=media_type, tables=tables)
+    return ReadDocument(
+        text="\n".join(lines), pages=len(tables), media_type=media_type, tables=tables,
+        table_names=sheet_names, table_rows=row_numbers,
+    )
 
 
 def _cell_text(value: Any) -> str:
