@@ -258,6 +258,7 @@ def run_batch(
         max_tokens=extraction.max_tokens_per_batch,
         max_cost=extraction.max_cost_per_batch,
         cache=extraction.cache,
+        review_min_confidence=extraction.review_min_confidence,
     )
     logger.info(
         "Batch %r: %s from %s, %d task run(s), at most %d at once, extractor %s",
@@ -348,6 +349,7 @@ def settings_key(src: Source, include: list[str], exclude: list[str], recursive:
         extractor=extractor.label, extractor_settings=extractor.model_dump(mode="json"),
         extractor_fingerprint=extractor.fingerprint(),
         keep_text=extraction.keep_text, max_file_size_mb=extraction.max_file_size_mb,
+        review_min_confidence=extraction.review_min_confidence,
     )
 
 

@@ -98,6 +98,7 @@ def run(
     max_tokens_per_batch: Annotated[int, typer.Option("--max-tokens-per-batch", help="Model extractors: stop starting documents once the batch's tokens (in + out) reach N; the rest are skipped. 0 = no cap.")] = 0,
     max_cost_per_batch: Annotated[float, typer.Option("--max-cost-per-batch", help="Model extractors: stop starting documents once the batch's cost (the block's prices) reaches this. 0 = no cap.")] = 0.0,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Model extractors: reuse the result of the same bytes with the same configuration (no tokens); --no-cache always asks the model.")] = True,
+    review_min_confidence: Annotated[float, typer.Option("--review-min-confidence", help="A document needs review when a required value was read with a confidence below this (0-1), or a validation check fails (totals, VAT, dates, currency, VAT id, IBAN); 0 = confidence not judged.")] = 0.5,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be sent to a model extractor, with a token and cost estimate per document, and send nothing.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the newest unfinished run of this same batch in --output (after a crash or kill): documents already in its checkpoint are not extracted again.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole BatchReport as JSON on stdout and nothing else.")] = False,
@@ -117,6 +118,7 @@ def run(
             templates=templates or "", embedded_xml=embedded_xml, languages=languages or [],
             **schema_settings(schema), prompt=prompt or "",
             max_tokens_per_batch=max_tokens_per_batch, max_cost_per_batch=max_cost_per_batch, cache=cache,
+            review_min_confidence=review_min_confidence,
         )
         export = ExportSettings(output_dir=output, formats=formats if formats else list(ExportFormat))
         if not 1 <= concurrency <= 64:
@@ -285,13 +287,13 @@ def batches(
         sys.stdout.write(json.dumps([b.model_dump() for b in found], indent=2) + "\n")
         return
     table = Table(title=f"{len(found)} batch(es)", title_justify="left")
-    for column in ("started", "name", "status", "documents", "failed", "report", "flow run"):
+    for column in ("started", "name", "status", "documents", "failed", "needs review", "report", "flow run"):
         table.add_column(column, overflow="fold")
     for item in found:
         totals = item.totals or {}
         table.add_row(
             (item.started or "")[:19], item.name, item.status or item.state, str(totals.get("total", "")),
-            str(totals.get("failed", "")), item.report or "", item.flow_run_id,
+            str(totals.get("failed", "")), str(totals.get("needs_review", "")), item.report or "", item.flow_run_id,
         )
     Console(width=None if sys.stdout.isatty() else 200).print(table)
 
@@ -306,6 +308,9 @@ def webhook(
 
     automation_id = install_webhook(url, allow_private_urls=allow_private_urls)
     Console().print(f"automation {AUTOMATION_NAME!r} ({automation_id}) calls the webhook block 'docbatch-batch-failures'")
+
+
+REVIEW_LINES = 20  # documents needing review listed under the summary line
 
 
 def print_summary(report: BatchReport, console: Console) -> None:
@@ -326,16 +331,24 @@ def print_summary(report: BatchReport, console: Console) -> None:
         else:
             detail = f"{result.error_kind.value if result.error_kind else ''}: {result.error}"
         table.add_row(
-            str(result.ref.index), result.ref.name, f"[{colours[result.status]}]{result.status}[/]",
+            str(result.ref.index), result.ref.name,
+            f"[{colours[result.status]}]{result.status}[/]" + (" [yellow]needs review[/]" if result.review == "needs_review" else ""),
             "" if result.pages is None else str(result.pages), escape(detail),
         )
     console.print(table)
     totals = report.totals
     rate = f"{report.success_rate:.1f} %" if report.success_rate is not None else "n/a"
     console.print(
-        f"{totals.total} documents: {totals.succeeded} succeeded, {totals.failed} failed, {totals.skipped} skipped "
+        f"{totals.total} documents: {totals.succeeded} succeeded ({totals.needs_review} need review), "
+        f"{totals.failed} failed, {totals.skipped} skipped "
         f"(success rate {rate}) in {report.duration_s:.1f} s — {report.message}"
     )
+    if totals.needs_review:
+        console.print("[yellow]Need review:[/]")
+        for result in [r for r in report.results if r.review == "needs_review"][:REVIEW_LINES]:
+            console.print(f"  {escape(result.ref.name)}: {escape(' '.join(result.review_reasons))}", overflow="fold")
+        if totals.needs_review > REVIEW_LINES:
+            console.print(f"  …and {totals.needs_review - REVIEW_LINES} more (review and review_reasons in the exports)")
     if report.output_dir:
         console.print(f"Exports: {report.output_dir}")
 

@@ -80,6 +80,14 @@ class ExtractionSettings(BaseModel):
         "(no request, no tokens). Off: always ask the model.",
     )
 
+    review_min_confidence: float = Field(
+        default=0.5, ge=0, le=1,
+        description="A succeeded document needs review when a required value (invoice: number, issue date, currency, "
+        "seller name, grand total; receipt: merchant, date, total; a JSON Schema's required keys) was read with a "
+        "confidence below this, or when a validation check fails (totals, VAT, dates, currency, VAT id, IBAN). 0: "
+        "confidence is not judged.",
+    )
+
     def extractor_options(self) -> dict[str, Any]:
         """What `blocks.resolve.resolve_extractor` takes besides the extractor's name."""
         return {"schema": self.target_schema, "prompt": self.prompt, **self.embedded_options()}

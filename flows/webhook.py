@@ -3,7 +3,9 @@
 Prefect's automations cannot be declared in deployments.yaml, and their webhook action needs
 the id of a saved Webhook block, so `docbatch webhook URL` creates both (again: replaces
 them). The trigger matches the `docbatch.status` label of the `docbatch.batch.completed`
-event's resource (triggers match resource labels, not payloads).
+event's resource (triggers match resource labels, not payloads). The POSTed totals include
+`needs_review` (succeeded documents that need a person's look), and `needs_review_files` names
+the first of them (all are in the report).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ WEBHOOK_BLOCK = "docbatch-batch-failures"
 PAYLOAD = (
     '{"event": "{{ event.event }}", "batch_name": {{ event.payload.batch_name | tojson }}, '
     '"status": "{{ event.payload.status }}", "totals": {{ event.payload.totals | tojson }}, '
-    '"report": {{ event.payload.report | tojson }}, "occurred": "{{ event.occurred }}"}'
+    '"report": {{ event.payload.report | tojson }}, "needs_review_files": {{ event.payload.needs_review_files | tojson }}, '
+    '"occurred": "{{ event.occurred }}"}'
 )
 
 

@@ -23,6 +23,7 @@ PROGRESS_KEY = "docbatch-progress"
 LINK_KEY = "docbatch-exports"
 TABLE_ROW_LIMIT = 5000
 SUMMARY_FAILURE_LIMIT = 50
+SUMMARY_REVIEW_LIMIT = 50
 
 
 def _cell(value: Any) -> Any:
@@ -42,9 +43,21 @@ def table_rows(results: Sequence[DocumentResult]) -> list[dict[str, Any]]:
             row[key] = _cell(value)
         row["fields from"] = result.fields_source
         row["pages"] = result.pages
+        row["review"] = _review_cell(result)
         row["error"] = f"{result.error_kind.value}: {result.error}" if result.error_kind else None
         rows.append(row)
     return rows
+
+
+def _review_cell(result: DocumentResult) -> str | None:
+    """'ok', or 'needs review: ' and the reasons; empty for failed and skipped documents."""
+    if result.review != "needs_review":
+        return result.review
+    return "needs review: " + " ".join(result.review_reasons)
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def summary_markdown(report: BatchReport) -> str:
@@ -55,15 +68,27 @@ def summary_markdown(report: BatchReport) -> str:
         "",
         f"**Status:** `{report.status}` — {report.message}",
         "",
-        "| documents | succeeded | failed | skipped | success rate | duration |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: |",
-        f"| {totals.total} | {totals.succeeded} | {totals.failed} | {totals.skipped} | {rate} | {report.duration_s:.1f} s |",
+        "| documents | succeeded | failed | skipped | success rate | duration | need review |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {totals.total} | {totals.succeeded} | {totals.failed} | {totals.skipped} | {rate} | {report.duration_s:.1f} s | {totals.needs_review} |",
         "",
         f"Source: `{report.source}` · extractor: `{report.extractor}`",
     ]
     if totals.tokens_in or totals.tokens_out:
         cost = f", cost {totals.cost:.4f}" if totals.cost is not None else ""
         lines += ["", f"Model tokens: {totals.tokens_in:,} in, {totals.tokens_out:,} out{cost}"]
+    review = [r for r in report.results if r.status == "succeeded" and r.review == "needs_review"]
+    if review:
+        lines += [
+            "", "## Documents that need review", "",
+            "Succeeded, but a validation check failed or a required value is missing or uncertain.", "",
+            "| # | file | reasons |", "| ---: | --- | --- |",
+        ]
+        for result in review[:SUMMARY_REVIEW_LIMIT]:
+            reasons = " ".join(_md(reason) for reason in result.review_reasons)
+            lines.append(f"| {result.ref.index} | `{result.ref.name}` | {reasons} |")
+        if len(review) > SUMMARY_REVIEW_LIMIT:
+            lines.append(f"\n…and {len(review) - SUMMARY_REVIEW_LIMIT} more: see the review columns of the exports or report.json.")
     problems = [r for r in report.results if r.status != "succeeded"]
     if problems:
         lines += ["", "## Failed and skipped documents", "", "| # | file | kind | error |", "| ---: | --- | --- | --- |"]

@@ -14,7 +14,7 @@ from prefect.events import emit_event
 from prefect.logging import get_run_logger
 
 from blocks.resolve import Destination
-from blocks.models import BatchParameters, BatchReport, BatchStatus, BatchTotals, DocumentResult
+from blocks.models import BatchParameters, BatchReport, BatchStatus, BatchTotals, DocumentResult, ReviewNote
 from tasks.artifacts import DocumentsTable, publish_link, publish_summary, retract_link
 from tasks.export_files import REPORT_NAME
 from tasks.exports import ExportStream
@@ -30,17 +30,28 @@ def rollup(results: list[DocumentResult]) -> tuple[BatchStatus, BatchTotals, str
         tokens_in=sum(r.tokens_in or 0 for r in results),
         tokens_out=sum(r.tokens_out or 0 for r in results),
         cost=round(sum(r.cost for r in results if r.cost is not None), 6) if any(r.cost is not None for r in results) else None,
+        needs_review=sum(r.status == "succeeded" and r.review == "needs_review" for r in results),
     )
+    review = f"; {totals.needs_review} {'needs' if totals.needs_review == 1 else 'need'} review" if totals.needs_review else ""
     if totals.total == 0:
         return "completed", totals, "no documents matched in the source: nothing to extract"
     if totals.failed == 0:
         message = f"all {totals.succeeded} document(s) extracted"
         if totals.skipped:
             message += f", {totals.skipped} skipped"
-        return "completed", totals, message
+        return "completed", totals, message + review
     if totals.succeeded == 0:
         return "failed", totals, f"all {totals.failed} attempted document(s) failed"
-    return "partially_failed", totals, f"{totals.failed} of {totals.succeeded + totals.failed} attempted document(s) failed"
+    return "partially_failed", totals, f"{totals.failed} of {totals.succeeded + totals.failed} attempted document(s) failed" + review
+
+
+def review_notes(results: list[DocumentResult]) -> list[ReviewNote]:
+    """The succeeded documents that need review, in input order, with their reasons."""
+    return [
+        ReviewNote(index=r.ref.index, file=r.ref.name, reasons=list(r.review_reasons))
+        for r in results
+        if r.status == "succeeded" and r.review == "needs_review"
+    ]
 
 
 def batch_folder_name(name: str, started: datetime, flow_run_id: str | None) -> str:
@@ -50,6 +61,8 @@ def batch_folder_name(name: str, started: datetime, flow_run_id: str | None) -> 
 
 
 STATUS_TAG = "docbatch-status:{}"
+# Files needing review named in the completed event's payload (all are in report.json).
+EVENT_REVIEW_FILES = 20
 
 
 def tag_status(flow_run_id: str, status: BatchStatus) -> None:
@@ -117,6 +130,7 @@ def collect_results(
         extractor=extractor,
         parameters=parameters,
         batch_key=batch_key,
+        needs_review=review_notes(results),
         results=results,
         exports=written,
         output_dir=destination.location(folder),
@@ -153,6 +167,8 @@ def collect_results(
             "totals": totals.model_dump(),
             "report": written.get("report.json"),
             "batch_name": name,
+            "needs_review": totals.needs_review,
+            "needs_review_files": [note.file for note in report.needs_review[:EVENT_REVIEW_FILES]],
         },
     )
     for result in report.failed_results():

@@ -25,7 +25,7 @@ from blocks.models import DocumentResult, ExportFormat
 
 LINE_ITEM_KEYS = ("line_items", "lines")
 DOCUMENT_COLUMNS = [
-    "index", "file", "status", "error_kind", "error", "media_type", "pages", "size",
+    "index", "file", "status", "review", "review_reasons", "error_kind", "error", "media_type", "pages", "size",
     "sha256", "attempts", "duration_ms", "extractor", "fields_source", "reader", "warnings", "uri",
 ]
 ERROR_COLUMNS = ["index", "file", "status", "error_kind", "error", "uri"]
@@ -56,6 +56,10 @@ def document_row(result: DocumentResult) -> dict[str, Any]:
         "index": ref.index,
         "file": ref.name,
         "status": result.status,
+        # 'ok' / 'needs_review' (None for failed and skipped documents), and why, joined with '; '.
+        # The checks themselves (name, passed, message, fields) are in documents.json(l) and report.json.
+        "review": result.review,
+        "review_reasons": "; ".join(result.review_reasons) or None,
         "error_kind": result.error_kind.value if result.error_kind else None,
         "error": result.error,
         "media_type": result.media_type,

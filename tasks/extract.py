@@ -25,6 +25,7 @@ from blocks.extractor import Extractor
 from blocks.models import DocumentRef, DocumentResult, ErrorKind
 from blocks.resolve import Source
 from tasks.result_cache import cached_extract
+from tasks.review import apply_review
 from tasks.runtime import runtime_for
 
 
@@ -40,6 +41,9 @@ class ExtractOptions(BaseModel):
     max_tokens: int = Field(default=0, ge=0, description="token budget of the batch (in + out); 0: none")
     max_cost: float = Field(default=0.0, ge=0, description="cost budget of the batch; 0: none")
     cache: bool = Field(default=True, description="use the result cache for extractors that offer one")
+    review_min_confidence: float = Field(
+        default=0.5, ge=0, le=1, description="required values read with a lower confidence need review (tasks.review); 0: off"
+    )
 
 
 class ShardSummary(BaseModel):
@@ -104,7 +108,7 @@ def extract_one(
             tokens_out=error.tokens_out,
             cost=extractor.cost(error.tokens_in, error.tokens_out),
         )
-    return DocumentResult(
+    result = DocumentResult(
         ref=ref,
         status="succeeded",
         fields=extraction.fields,
@@ -126,6 +130,7 @@ def extract_one(
         ocr=extraction.ocr or None,
         ocr_engine=extraction.ocr_engine,
     )
+    return apply_review(result, extractor, options.review_min_confidence)
 
 
 def _shard_run_name() -> str:
