@@ -430,15 +430,20 @@ def _amount_of(text: str) -> float | None:
     return value
 
 
+# A rate printed between a tax label and its amount ('VAT 19%: 22.80', 'MwSt. (7 %) 1,40').
+_RATE_PREFIX = re.compile(r"^\s*\(?\s*\d{1,2}(?:[.,]\d{1,3})?\s*%\s*\)?\s*")
+
+
 def _labelled_amount(hits: list[Hit], layout: _Layout, last: bool) -> float | None:
     """The amount after a label: in the rest of its cell, else the last amount of the cells to its
     right before the next label. The label's last occurrence wins for totals (subtotals come first)."""
     found: list[tuple[int, float]] = []
     for hit in hits:
         value = None
-        if hit.rest and not _LABEL_RE.match(_FILLER.sub("", hit.rest)):
-            value = _amount_of(hit.rest.lstrip(":").strip())
-        if value is None and not hit.rest.strip(" :*"):
+        rest = _RATE_PREFIX.sub("", hit.rest)  # 'VAT 19 %: 22.80': the rate is part of the label
+        if rest and not _LABEL_RE.match(_FILLER.sub("", rest)):
+            value = _amount_of(rest.lstrip(":").strip())
+        if value is None and not rest.strip(" :*"):
             for cell in layout.right_of(hit.cell, limit=8):
                 if cell is hit.cell:
                     continue
@@ -447,7 +452,7 @@ def _labelled_amount(hits: list[Hit], layout: _Layout, last: bool) -> float | No
                 amount = parse_amount(cell.text)
                 if amount is not None:
                     value = amount
-        if value is None and not hit.rest.strip(" :*"):
+        if value is None and not rest.strip(" :*"):
             below = layout.below(hit.cell)
             if below is not None and (amount := parse_amount(below.text)) is not None:
                 value = amount
