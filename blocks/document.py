@@ -12,7 +12,8 @@ from typing import NamedTuple
 
 
 class Word(NamedTuple):
-    """One word on a page, with its box in PDF points, origin top-left, y growing downwards.
+    """One word on a page, with its box in PDF points, origin top-left, y growing downwards
+    (in pixels for an OCR'd image, whose `page_sizes` are pixels too).
 
     For documents without geometry (DOCX, HTML, text) words are not made; see `ReadDocument.lines`.
     """
@@ -23,6 +24,7 @@ class Word(NamedTuple):
     x1: float
     bottom: float
     page: int  # 1-based
+    score: float | None = None  # OCR's confidence in the word, 0-1; None for a text layer's words
 
 
 @dataclass
@@ -36,7 +38,7 @@ class ReadDocument:
     """What a reader made of one document's bytes.
 
     `text` is the whole text (pages joined by form feeds); `words` holds positioned words for
-    PDFs with a text layer; `tables` holds the rows of table-shaped content (DOCX tables, XLSX
+    PDFs with a text layer and for pages read by OCR (`ocr_pages`, 1-based); `tables` holds the rows of table-shaped content (DOCX tables, XLSX
     sheets, HTML tables, CSV), each row a list of cell texts; `attachments` the embedded files
     of a PDF (name, bytes) that might be e-invoice XML, already size-checked.
     """
@@ -54,3 +56,5 @@ class ReadDocument:
     # column A), so a value can name the cell it was read from (blocks.source_provenance)
     table_names: list[str] = field(default_factory=list)
     table_rows: list[list[int]] = field(default_factory=list)
+    # pages whose text was read by OCR (1-based): images, and PDF pages without a usable text layer
+    ocr_pages: list[int] = field(default_factory=list)

@@ -7,7 +7,9 @@ from typing import ClassVar, Literal
 from pydantic import Field, PrivateAttr, SecretStr
 
 from blocks.extractor import Extractor
-from blocks.isolation import get_pool
+from blocks import sniff
+from blocks.errors import NeedsOcr
+from blocks.isolation import ParsePool, get_pool
 from blocks.models import Extraction
 from blocks.parsing import ParseSettings, parse_document
 
@@ -17,8 +19,9 @@ class EmbeddedExtractor(Extractor):
     the default invoice schema (`blocks.invoice_schema`) from e-invoice XML, an invoice2data
     template, or the layout, in that order (`blocks.field_paths`).
 
-    The media type is read from the content, never trusted from the file name. Scanned PDFs
-    and images have no text to read here and fail with `no_text`; use an OCR extractor for them.
+    The media type is read from the content, never trusted from the file name. Images and PDF
+    pages without a usable text layer are read by OCR (`ocr`, on by default) in OCR workers of
+    their own (`blocks.ocr`, `blocks.images`); with `ocr` off they fail with `no_text`.
 
     Example:
         ```python
@@ -30,7 +33,7 @@ class EmbeddedExtractor(Extractor):
     _block_type_name: ClassVar[str] = "Embedded Extractor"
     _block_type_slug: ClassVar[str] = "embedded-extractor"
     _description: ClassVar[str] = (
-        "Offline invoice records from PDF, DOCX, XLSX, HTML, CSV, text and e-invoice XML: embedded "
+        "Offline invoice records from PDF, DOCX, XLSX, HTML, CSV, text, e-invoice XML and, by OCR, scans and images: embedded "
         "Factur-X/ZUGFeRD/XRechnung XML read exactly, invoice2data templates, or the layout. No network, no model."
     )
 
@@ -94,6 +97,34 @@ class EmbeddedExtractor(Extractor):
         default=200, ge=1,
         description="A parsing worker is replaced by a fresh one after this many documents (frees leaked memory).",
     )
+    ocr: bool = Field(
+        default=True,
+        description="Read images (PNG, JPEG, TIFF, WebP, GIF, BMP) and PDF pages without a usable text layer by OCR "
+        "(RapidOCR, offline). Pages with a text layer are never OCR'd. Off: such documents fail as no_text.",
+    )
+    ocr_max_pages: int = Field(
+        default=50, ge=1, le=10_000,
+        description="Pages read by OCR at most per document (a scan or a multi-page TIFF); the rest are named in a warning.",
+    )
+    max_pixels: int = Field(
+        default=50_000_000, ge=1_000_000,
+        description="An image page with more pixels than this (width x height, as its header declares) fails as "
+        "too_large before it is decoded: decompression bombs cost nothing.",
+    )
+    ocr_timeout_s: float = Field(
+        default=300.0, gt=0, le=7200,
+        description="A document whose OCR takes longer than this many seconds is stopped and fails as timeout "
+        "(OCR costs about 2 s a receipt and 3-9 s a dense A4 page on one core).",
+    )
+    ocr_max_memory_mb: int = Field(
+        default=1280, ge=768,
+        description="Address space, in MB, of each OCR worker: the OCR engine alone takes about 620 MB at its peak, "
+        "so OCR runs in workers of its own, apart from the parsing workers and their max_memory_mb.",
+    )
+    ocr_workers: int | None = Field(
+        default=None, ge=1, le=64,
+        description="OCR worker processes at most; empty for one per CPU. Each keeps the OCR engine loaded.",
+    )
 
     _digest: tuple[str, str] | None = PrivateAttr(default=None)
 
@@ -130,16 +161,36 @@ class EmbeddedExtractor(Extractor):
             "templates_digest": self._templates_digest(),
             "languages": list(self.languages),
             "on_no_template": self.on_no_template,
+            "ocr": self.ocr,
+            "ocr_max_pages": self.ocr_max_pages,
+            "max_pixels": self.max_pixels,
         }
         if not self.isolate:
-            return parse_document(name, data, settings)
+            return parse_document(name, data, {**settings, "ocr_here": self.ocr})
+        if self.ocr and (sniff.sniff_binary(data) or "").startswith("image/"):
+            return self._ocr_pool().run(parse_document, name, data, {**settings, "ocr_here": True})
         pool = get_pool(
             max_workers=self.max_workers,
             timeout_s=self.timeout_s,
             max_memory_mb=self.max_memory_mb,
             recycle_after=self.recycle_after,
         )
-        return pool.run(parse_document, name, data, settings)
+        try:
+            return pool.run(parse_document, name, data, settings)
+        except NeedsOcr:
+            # pages without a text layer: read again where the OCR engine lives (a plain parse
+            # worker's 256 MB cannot hold it); the second read costs little next to OCR itself
+            return self._ocr_pool().run(parse_document, name, data, {**settings, "ocr_here": True})
+
+    def _ocr_pool(self) -> ParsePool:
+        """The OCR workers: the same isolation (time and memory caps, killed on either), their own limits."""
+        return get_pool(
+            max_workers=self.ocr_workers,
+            timeout_s=self.ocr_timeout_s,
+            max_memory_mb=self.ocr_max_memory_mb,
+            recycle_after=self.recycle_after,
+            ocr=True,
+        )
 
     def _templates_digest(self) -> str | None:
         # Computed once per block instance (a batch), not per document: hashing a folder costs file reads.

@@ -33,6 +33,23 @@ class DocumentError(Exception):
     stops_batch: bool = False
 
 
+class NeedsOcr(Exception):
+    """A PDF has pages without a usable text layer (`pages`, 1-based) that OCR could read.
+
+    Raised by a plain parse worker, which cannot hold the OCR engine; the embedded extractor then
+    reads the document again in an OCR worker (`blocks.embedded`). Not a `DocumentError`: it is
+    a routing signal, and it crosses the worker pipe pickled as itself.
+    """
+
+    def __init__(self, pages: list[int], reason: str) -> None:
+        super().__init__(reason)
+        self.pages = pages
+        self.reason = reason
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return type(self), (self.pages, self.reason)
+
+
 class SourceUnavailable(Exception):
     """The whole source cannot be listed (missing folder, bad credentials): no batch can start.
 

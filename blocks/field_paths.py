@@ -47,11 +47,13 @@ def extract_fields(document: ReadDocument, data: bytes, settings: Any) -> Fields
             return found
     from blocks.layout import fill_invoice
 
-    if document.media_type == sniff.PDF and folder and not document.words:
-        from blocks.readers import pdf_words
+    if document.media_type == sniff.PDF and folder and len(document.ocr_pages) < (document.pages or 0):
+        if not any(word.score is None for word in document.words):  # the text layer's words were not read yet
+            from blocks.readers import pdf_words
 
-        document.words, document.page_sizes = pdf_words(data, settings.get("passwords"))
-    reader = "pdfium" if document.media_type == sniff.PDF else None
+            text_words, document.page_sizes = pdf_words(data, settings.get("passwords"))
+            document.words = sorted([*text_words, *document.words], key=lambda word: word.page)
+    reader = _reader_of(document)
     return FieldsOutcome(fill_invoice(document, settings.get("languages") or None), "layout", reader, warnings)
 
 
@@ -134,7 +136,10 @@ def _from_templates(
         templates = load_cached(folder, settings.get("templates_digest"))
     except TemplateError as exc:  # changed or broken since the batch checked it
         raise DocumentError(ErrorKind.template, f"the templates folder cannot be used now: {exc}") from None
-    if document.media_type == sniff.PDF:
+    if document.ocr_pages:
+        # scanned pages: the other PDF readers see only the text layer, which these pages lack
+        readers = [("ocr", lambda: document.text)]
+    elif document.media_type == sniff.PDF:
         readers = pdf_text_readers(data, document.text)
     else:
         readers = [("text", lambda: document.text)]
@@ -146,3 +151,10 @@ def _from_templates(
         warnings.append(f"{message}: fields read from the layout instead")
         return None
     return FieldsOutcome(result.fields, f"template:{result.template}", result.reader, [*warnings, *result.warnings])
+
+
+def _reader_of(document: ReadDocument) -> str | None:
+    """'ocr' when OCR read all of the text, 'pdfium+ocr' for a PDF with some scanned pages."""
+    if document.ocr_pages:
+        return "ocr" if len(document.ocr_pages) >= (document.pages or 1) else "pdfium+ocr"
+    return "pdfium" if document.media_type == sniff.PDF else None

@@ -104,6 +104,7 @@ class ParsePool:
         timeout_s: float = 60.0,
         max_memory_mb: int | None = 256,
         recycle_after: int = 200,
+        ocr: bool = False,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
@@ -113,6 +114,9 @@ class ParsePool:
         self.timeout_s = float(timeout_s)
         self.max_memory_mb = max_memory_mb
         self.recycle_after = recycle_after
+        # what a stopped call's message names: the work and the extractor settings that limit it
+        self._work, self._settings = ("OCR", ("ocr_timeout_s", "ocr_max_memory_mb")) if ocr else (
+            "parsing", ("timeout_s", "max_memory_mb"))
         self._cap = max_memory_mb * 1024 * 1024 if max_memory_mb else None
         _configure_forkserver()
         self._lock = threading.Condition()
@@ -226,7 +230,7 @@ class ParsePool:
             if remaining <= 0:
                 worker.kill()
                 raise DocumentError(
-                    ErrorKind.timeout, f"parsing took longer than {self.timeout_s:g} s and was stopped (timeout_s)"
+                    ErrorKind.timeout, f"{self._work} took longer than {self.timeout_s:g} s and was stopped ({self._settings[0]})"
                 )
             try:
                 if worker.conn.poll(min(remaining, _SAMPLE_S)):
@@ -261,7 +265,7 @@ class ParsePool:
     def too_large(self) -> DocumentError:
         return DocumentError(
             ErrorKind.too_large,
-            f"parsing needed more than {self.max_memory_mb} MB of memory and was stopped (max_memory_mb)",
+            f"{self._work} needed more than {self.max_memory_mb} MB of memory and was stopped ({self._settings[1]})",
         )
 
 
@@ -579,15 +583,21 @@ _POOLS_LOCK = threading.Lock()
 
 
 def get_pool(
-    *, max_workers: int | None = None, timeout_s: float, max_memory_mb: int | None, recycle_after: int
+    *, max_workers: int | None = None, timeout_s: float, max_memory_mb: int | None, recycle_after: int,
+    ocr: bool = False,
 ) -> ParsePool:
-    """The process-wide pool for these limits, created on first use (its workers on demand)."""
-    key = (max_workers or default_workers(), float(timeout_s), max_memory_mb, recycle_after)
+    """The process-wide pool for these limits, created on first use (its workers on demand).
+
+    OCR pools (`ocr`) are apart from parsing pools even with equal limits: their workers hold
+    the OCR engine and numpy, which parsing workers must not carry.
+    """
+    key = (max_workers or default_workers(), float(timeout_s), max_memory_mb, recycle_after, ocr)
     with _POOLS_LOCK:
         pool = _POOLS.get(key)
         if pool is None:
             pool = _POOLS[key] = ParsePool(
-                max_workers=key[0], timeout_s=timeout_s, max_memory_mb=max_memory_mb, recycle_after=recycle_after
+                max_workers=key[0], timeout_s=timeout_s, max_memory_mb=max_memory_mb, recycle_after=recycle_after,
+                ocr=ocr,
             )
         return pool
 

@@ -353,7 +353,7 @@ def fill_invoice(doc: ReadDocument, languages: list[str] | None = None) -> dict[
     for hit in ranked:
         for value in layout.candidates(hit)[:2]:
             marked = _NUMBER_MARK.search(value)
-            if (token := _value_token(value) or (_value_token(marked.group(1)) if marked else None)) is not None:
+            if (token := _value_token(value) or (_value_token(marked.group(1) or marked.group(2)) if marked else None)) is not None:
                 result["invoice_number"] = token
                 number_hit = hit
                 break

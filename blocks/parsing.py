@@ -31,6 +31,10 @@ class ParseSettings(TypedDict, total=False):
     templates_digest: str | None  # its content hash: a worker loads the folder once per digest, refuses a changed one
     languages: list[str]  # ISO 639-1 codes that narrow date parsing; empty: any
     on_no_template: str  # 'layout' (fall back, with a warning) or 'fail'
+    ocr: bool  # read images and PDF pages without a usable text layer by OCR
+    ocr_here: bool  # this is an OCR worker: run OCR (else a PDF that needs it raises NeedsOcr)
+    ocr_max_pages: int  # pages read by OCR at most per document
+    max_pixels: int  # an image page with more pixels fails as too_large before it is decoded
 
 
 def parse_document(name: str, data: bytes, settings: ParseSettings) -> Extraction:
@@ -41,6 +45,11 @@ def parse_document(name: str, data: bytes, settings: ParseSettings) -> Extractio
     extraction = Extraction(
         text=document.text, pages=document.pages, media_type=document.media_type, warnings=list(document.warnings)
     )
+    if document.ocr_pages:
+        from blocks.ocr import engine_name
+
+        extraction.ocr = True
+        extraction.ocr_engine = engine_name()
     if settings.get("extract_fields", True):
         outcome = extract_fields(document, data, settings)
         extraction.fields = outcome.fields
@@ -66,6 +75,8 @@ def read_document(name: str, data: bytes, settings: ParseSettings) -> ReadDocume
             # with templates, words are read only if no template matches (blocks.field_paths)
             words=settings.get("extract_fields", True) and not settings.get("templates"),
             attachments=settings.get("embedded_xml", True),
+            ocr=_ocr_mode(settings),
+            ocr_max_pages=settings.get("ocr_max_pages", 50),
         )
     elif media_type == sniff.DOCX:
         document = readers.read_docx(data)
@@ -74,7 +85,16 @@ def read_document(name: str, data: bytes, settings: ParseSettings) -> ReadDocume
     elif media_type == sniff.OLE_ENCRYPTED_OOXML:
         raise DocumentError(ErrorKind.encrypted, "a password-protected Office document; remove the password and retry")
     elif media_type is not None and media_type.startswith("image/"):
-        raise DocumentError(ErrorKind.no_text, f"an image ({media_type}) holds no text layer: use an OCR extractor")
+        if not settings.get("ocr_here"):
+            raise DocumentError(
+                ErrorKind.no_text, f"an image ({media_type}) holds no text layer, and OCR is off (turn the extractor's ocr on)"
+            )
+        from blocks.images import read_image
+
+        document = read_image(
+            data, media_type, max_pixels=settings.get("max_pixels", 50_000_000), max_pages=settings.get("ocr_max_pages", 50)
+        )
+        document.ocr_pages = list(range(1, len(document.page_sizes) + 1))
     elif media_type in sniff.ARCHIVES:
         readers.refuse_archive(data, media_type)
     elif media_type is not None:
@@ -95,6 +115,12 @@ def read_document(name: str, data: bytes, settings: ParseSettings) -> ReadDocume
     if document.media_type not in _TEXT_KINDS and not document.text.strip() and document.media_type != sniff.PDF:
         document.warnings.append("the document holds no text")
     return document
+
+
+def _ocr_mode(settings: ParseSettings) -> readers.OcrMode:
+    if not settings.get("ocr", False):
+        return "off"
+    return "run" if settings.get("ocr_here") else "detect"
 
 
 def _describe(media_type: str) -> str:

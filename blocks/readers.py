@@ -14,12 +14,15 @@ import re
 import threading
 import warnings
 import zipfile
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 from blocks import sniff
 from blocks.document import PageSize, ReadDocument, Word
-from blocks.errors import DocumentError
+from blocks.errors import DocumentError, NeedsOcr
 from blocks.models import ErrorKind
+
+# 'off': never OCR; 'detect': report pages that need it (NeedsOcr); 'run': OCR them here.
+OcrMode = Literal["off", "detect", "run"]
 
 # PDFium is not thread-safe: concurrent calls from two threads can corrupt its state or
 # crash the process, so every PDFium call in this process goes through this lock.
@@ -36,14 +39,24 @@ WORD_PAGES = 30
 
 
 def read_pdf(
-    data: bytes, *, max_pages: int, passwords: list[str] | None = None, words: bool = True, attachments: bool = True
+    data: bytes, *, max_pages: int, passwords: list[str] | None = None, words: bool = True, attachments: bool = True,
+    ocr: OcrMode = "off", ocr_max_pages: int = 50,
 ) -> ReadDocument:
     """Text layer of every page, joined by form feeds, with words and boxes of the first
-    `WORD_PAGES` pages and the embedded files that may be e-invoice XML; never renders a page.
+    `WORD_PAGES` pages and the embedded files that may be e-invoice XML.
 
-    A PDF whose pages all yield no text fails with `no_text`, saying whether its pages hold
-    images (a scan), only drawings (text as curves) or nothing; one whose characters (nearly) all
-    lack a Unicode mapping, as PDFium reports it, fails the same way: its text would be garbage.
+    A page is *unreadable as text* when it yields no text but holds images (a scan) or drawings
+    (text as curves), or when (nearly) all of its characters lack a Unicode mapping, as PDFium
+    reports it (its text would be garbage). What happens to such pages depends on `ocr`:
+
+    - 'off': they stay empty; a PDF whose pages are all empty or garbage fails with `no_text`,
+      saying what its pages hold;
+    - 'detect': raises `NeedsOcr` naming them (a plain parse worker, which cannot hold the OCR
+      engine, lets the caller read the document again in an OCR worker);
+    - 'run': each is rendered at a resolution chosen from its size (`ocr_render_scale`) and read
+      by OCR (`blocks.ocr`), its words kept with their boxes in PDF points; past `ocr_max_pages`
+      such pages, the rest stay empty with a warning. Pages with a text layer are never OCR'd.
+
     Candidate passwords never appear in a message.
     """
     import pypdfium2 as pdfium
@@ -55,6 +68,8 @@ def read_pdf(
     positioned: list[Word] = []
     sizes: list[PageSize] = []
     embedded: list[tuple[str, bytes]] = []
+    ocr_pages: list[int] = []
+    needs_ocr: list[int] = []
     with PDFIUM_LOCK:
         pdf = _open_pdf(pdfium, data, passwords or [])
         try:
@@ -78,17 +93,30 @@ def read_pdf(
                     textpage = page.get_textpage()
                     try:
                         text = textpage.get_text_bounded()
+                        garbled = False
                         if text.strip():
                             page_sampled, page_unmapped = _sample_unmapped(textpage)
-                            sampled += page_sampled
-                            unmapped += page_unmapped
-                            if words and number < WORD_PAGES:
-                                page_list, size = page_words(page, textpage, number + 1)
-                                positioned.extend(page_list)
-                                sizes.append(size)
-                        else:
-                            content |= _page_content(page)
-                            if words and number < WORD_PAGES:
+                            garbled = ocr != "off" and page_sampled > 0 and page_unmapped >= _UNMAPPED_NO_TEXT * page_sampled
+                            if not garbled:
+                                sampled += page_sampled
+                                unmapped += page_unmapped
+                                if words and number < WORD_PAGES:
+                                    page_list, size = page_words(page, textpage, number + 1)
+                                    positioned.extend(page_list)
+                                    sizes.append(size)
+                        if not text.strip() or garbled:
+                            page_content = {"garbled"} if garbled else _page_content(page)
+                            content |= page_content
+                            if ocr != "off" and page_content:
+                                needs_ocr.append(number + 1)
+                                if ocr == "run" and len(ocr_pages) < ocr_max_pages:
+                                    read = _ocr_page(page, number + 1)
+                                    text = read.text
+                                    positioned.extend(read.words)
+                                    ocr_pages.append(number + 1)
+                                elif garbled:
+                                    text = ""
+                            if (words or ocr == "run") and number < WORD_PAGES:
                                 sizes.append(PageSize(*page.get_size()))  # kept aligned with page numbers
                         texts.append(text)
                     finally:
@@ -99,18 +127,28 @@ def read_pdf(
                     page.close()
         finally:
             pdf.close()
+    if ocr == "detect" and needs_ocr:
+        raise NeedsOcr(needs_ocr, f"{len(needs_ocr)} of {pages} page(s) have no usable text layer")
     if unreadable == pages:
         raise DocumentError(ErrorKind.corrupt, f"none of the PDF's {pages} page(s) could be read")
     if unreadable:
         warnings_.append(f"{unreadable} of {pages} page(s) could not be read and were skipped")
+    if len(ocr_pages) < len(needs_ocr):
+        warnings_.append(
+            f"{len(needs_ocr)} page(s) have no text layer; only the first {ocr_max_pages} were read by OCR (ocr_max_pages)"
+        )
     text = "\n\f".join(t.replace("\r\n", "\n").replace("\r", "\n") for t in texts)
     if not text.strip():
+        if ocr_pages:
+            raise DocumentError(
+                ErrorKind.no_text, f"OCR found no text on the PDF's {len(ocr_pages)} page(s) without a text layer"
+            )
         raise DocumentError(ErrorKind.no_text, _no_text_reason(pages, content))
     if sampled and unmapped >= _UNMAPPED_NO_TEXT * sampled:
         raise DocumentError(
             ErrorKind.no_text,
-            "the PDF's text uses fonts without a Unicode mapping, so it extracts as meaningless characters: "
-            "use an OCR extractor",
+            "the PDF's text uses fonts without a Unicode mapping, so it extracts as meaningless characters, "
+            "and OCR is off (turn the extractor's ocr on to read its pages as images)",
         )
     if unmapped:
         warnings_.append(
@@ -120,8 +158,31 @@ def read_pdf(
         warnings_.append("the text holds no letters, only digits and symbols: a font may lack a Unicode mapping")
     return ReadDocument(
         text=text, pages=pages, media_type=sniff.PDF, words=positioned, page_sizes=sizes,
-        attachments=embedded, warnings=warnings_,
+        attachments=embedded, warnings=warnings_, ocr_pages=ocr_pages,
     )
+
+
+# A page to OCR is rendered so its longer side has about this many pixels (an A4 page at ~154
+# dpi, where OCR reads 8-point print), but never above OCR_MAX_DPI (a receipt-sized page would
+# otherwise be enlarged past what the scan holds). A poster-sized page gets the same pixels, at a
+# lower resolution: rendering it at 72 dpi would be a 70-megapixel bitmap (ocrmypdf's hugemono).
+OCR_LONG_SIDE = 1800
+OCR_MAX_DPI = 400
+
+
+def ocr_render_scale(width: float, height: float) -> float:
+    """Pixels per PDF point for a page of this size in points (see OCR_LONG_SIDE)."""
+    return min(OCR_LONG_SIDE / max(width, height, 1.0), OCR_MAX_DPI / 72)
+
+
+def _ocr_page(page: Any, number: int) -> Any:
+    """OCR of one open page (caller holds PDFIUM_LOCK), boxes in points of the page as displayed
+    (PDFium renders with the page's /Rotate, and its size is the rotated one)."""
+    from blocks.ocr import read_page
+
+    width, height = page.get_size()
+    image = page.render(scale=ocr_render_scale(width, height)).to_pil()
+    return read_page(image, number, scale=image.width / max(width, 1.0))
 
 
 def pdf_words(data: bytes, passwords: list[str] | None = None) -> tuple[list[Word], list[PageSize]]:
@@ -223,10 +284,10 @@ def _page_content(page: Any) -> set[str]:
 
 def _no_text_reason(pages: int, content: set[str]) -> str:
     if "image" in content:
-        return f"the PDF has {pages} page(s) but no text layer, only images: it is probably scanned; use an OCR extractor"
+        return f"the PDF has {pages} page(s) but no text layer, only images: it is probably scanned, and OCR is off (turn the extractor's ocr on to read it)"
     if "drawing" in content:
         return (
-            f"the PDF has {pages} page(s) with drawings but no text layer: text drawn as curves needs an OCR extractor"
+            f"the PDF has {pages} page(s) with drawings but no text layer: text drawn as curves needs OCR, which is off (turn the extractor's ocr on)"
         )
     return f"the PDF has {pages} blank page(s): no text layer, no images, nothing for OCR to read either"
 

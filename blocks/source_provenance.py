@@ -368,15 +368,18 @@ class _Finder:
 
     def read_missing_words(self, pages: set[int]) -> None:
         """Words of PDF pages that hold located values, when the reader kept none (a matched template)."""
-        if self.document.words or self.document.media_type != sniff.PDF or not self.data or not pages:
+        if self.document.media_type != sniff.PDF or not self.data or not pages:
             return
         from blocks.readers import PDFIUM_LOCK, WORD_PAGES, _open_pdf
         from blocks.words import page_words
 
         import pypdfium2 as pdfium
 
-        wanted = sorted(p for p in pages if 1 <= p <= WORD_PAGES)
         words_by_page = self._page_words()
+        # pages read by OCR came with their words; the text layer's were kept only without templates
+        wanted = sorted(p for p in pages if 1 <= p <= WORD_PAGES and p not in words_by_page)
+        if not wanted:
+            return
         with PDFIUM_LOCK:
             pdf = _open_pdf(pdfium, self.data, self.passwords or [])
             try:
