@@ -63,7 +63,7 @@ def engine() -> Any:
         _plan_memory_off(ort_main)
         models = Path(rapidocr.__file__).parent / "models"
         params = {
-            "Global.log_level": "warning",
+            "Global.log_level": "error",  # its warnings ("detection result is empty") are outcomes, not faults
             "Global.text_score": MIN_TEXT_SCORE,
             "EngineConfig.onnxruntime.intra_op_num_threads": 1,
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
@@ -142,6 +142,8 @@ def read_page(image: Any, page: int, *, scale: float = 1.0) -> OcrPage:
         raise
     del array
     lines: list[list[Word]] = []
+    if not result.txts:  # nothing detected: word_results is then a placeholder ('', 1.0, None)
+        return OcrPage([], "")
     for line in result.word_results or ():
         words = []
         for text, score, box in line:
@@ -164,24 +166,50 @@ def read_page(image: Any, page: int, *, scale: float = 1.0) -> OcrPage:
 
 
 def _reading_order(lines: list[list[Word]]) -> str:
-    """The page's text: detected lines grouped into rows (vertical overlap), rows top to bottom,
-    lines of a row left to right, separated by two spaces (columns stay apart, as in
-    `pdftotext -layout`, which invoice2data's templates and the layout's text rows expect)."""
+    """The page's text laid out as `pdftotext -layout` lays out a text layer, which invoice2data's
+    templates are written against: detected lines grouped into rows, rows top to bottom, and each
+    line placed at the column its left edge is at (page's left margin = column 0, a column being
+    the page's median character width), at least two spaces after the line before it.
+
+    A line joins a row when its vertical centre is within half a line height of the row's mean
+    centre. OCR boxes are padded (often 1.5x the glyphs' height), so boxes of neighbouring rows
+    overlap; comparing centres, not overlaps, keeps a label beside its value and apart from the
+    line above.
+    """
     spans = sorted(
-        ((min(w.top for w in ws), max(w.bottom for w in ws), min(w.x0 for w in ws), " ".join(w.text for w in ws))
-         for ws in lines),
-        key=lambda s: (s[0], s[2]),
+        (
+            ((min(w.top for w in ws) + max(w.bottom for w in ws)) / 2,
+             max(w.bottom for w in ws) - min(w.top for w in ws),
+             min(w.x0 for w in ws),
+             " ".join(w.text for w in ws))
+            for ws in lines
+        ),
+        key=lambda s: s[0],
     )
     rows: list[list[tuple[float, float, float, str]]] = []
     for span in spans:
-        top, bottom = span[0], span[1]
         if rows:
             row = rows[-1]
-            row_top = min(s[0] for s in row)
-            row_bottom = max(s[1] for s in row)
-            overlap = min(bottom, row_bottom) - max(top, row_top)
-            if overlap > 0.5 * min(bottom - top, row_bottom - row_top):
+            centre = sum(s[0] for s in row) / len(row)
+            height = sum(s[1] for s in row) / len(row)
+            if abs(span[0] - centre) <= 0.5 * min(span[1], height):
                 row.append(span)
                 continue
         rows.append([span])
-    return "\n".join("  ".join(s[3] for s in sorted(row, key=lambda s: s[2])) for row in rows)
+    widths = sorted((w.x1 - w.x0) / len(w.text) for ws in lines for w in ws if w.text)
+    column = max(widths[len(widths) // 2], 1e-6) if widths else 1.0
+    margin = min((s[2] for s in spans), default=0.0)
+    edges: list[float] = []  # left edges seen so far: text of one column shares its left edge
+    texts = []
+    for row in rows:
+        text = ""
+        for span in sorted(row, key=lambda s: s[2]):
+            # OCR boxes jitter by a few pixels; snapping to a known edge keeps a column's lines at
+            # one indentation, which templates' line patterns ('^    name') depend on
+            x0 = next((edge for edge in edges if abs(edge - span[2]) < 0.8 * column), None)
+            if x0 is None:
+                edges.append(x0 := span[2])
+            at = round((x0 - margin) / column)
+            text += " " * (max(at - len(text), 2) if text else at) + span[3]
+        texts.append(text)
+    return "\n".join(texts)

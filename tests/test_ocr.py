@@ -1,0 +1,217 @@
+"""OCR in the embedded extractor: real RapidOCR in real OCR workers, on documents nobody here wrote
+and on hostile images made at test time (each OCR call costs about a second: images stay small)."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pypdfium2 as pdfium
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from blocks.embedded import EmbeddedExtractor
+from blocks.errors import DocumentError
+from blocks.models import ErrorKind
+from blocks.parsing import read_document
+from tests.conftest import corpus
+
+ROOT = Path(__file__).resolve().parents[1]
+RECEIPT = corpus("sroie", "receipts", "sroie_049", "sroie_049.jpg")
+AWS = corpus("invoice2data", "compare", "AmazonWebServices")
+
+
+def text_image(lines: list[str], size: tuple[int, int] = (640, 200), mode: str = "RGB") -> Image.Image:
+    """Black text on white, large enough for OCR to read it surely."""
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=36)
+    for number, line in enumerate(lines):
+        draw.text((20, 20 + 60 * number), line, fill="black", font=font)
+    return image if mode == "RGB" else image.convert(mode)
+
+
+def encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A valid PNG header declaring width x height, with a tiny IDAT: never allocated by anyone."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b"")
+
+
+def extract(data: bytes, name: str = "doc", **settings: object):  # type: ignore[no-untyped-def]
+    return EmbeddedExtractor(**settings).extract(name, data)
+
+
+# ------------------------------------------------------------------------------- documents
+
+
+def test_a_receipt_photo_is_read_with_its_total_date_and_word_boxes() -> None:
+    expected = json.loads(RECEIPT.with_name("sroie_049.expected.json").read_text())
+    result = extract(RECEIPT.read_bytes(), "sroie_049.jpg")
+    assert (result.ocr, result.ocr_engine, result.pages, result.media_type) == (True, "rapidocr 3.10.0", 1, "image/jpeg")
+    assert expected["total"] in result.text and expected["date"] in result.text
+    width, height = Image.open(RECEIPT).size
+    assert result.provenance is not None  # boxes come from the OCR words (blocks.source_provenance)
+    boxes = [leaf["box"] for leaf in _leaves(result.provenance) if leaf.get("box")]
+    assert boxes, result.provenance
+    for box in boxes:
+        assert (box["page_width"], box["page_height"]) == (width, height)
+        assert 0 <= box["x"] and box["x"] + box["w"] <= width and 0 <= box["y"] and box["y"] + box["h"] <= height
+
+
+def test_a_scanned_invoice_whose_template_matches_comes_out_as_the_template_says() -> None:
+    expected = json.loads((AWS / "AmazonWebServices.expected.json").read_text())[0]
+    result = extract((AWS / "AmazonWebServices.png").read_bytes(), "aws.png", templates=str(AWS))
+    assert result.fields_source == "template:template_com.amazon.aws.yml" and result.reader == "ocr"
+    assert result.ocr is True
+    wrong = {k: (result.fields.get(k), v) for k, v in expected.items() if str(result.fields.get(k)) != str(v)}
+    assert not wrong
+
+
+def test_a_pdf_with_one_scanned_page_ocrs_that_page_only(tmp_path: Path) -> None:
+    text_pdf = corpus("invoice2data", "compare", "free_fiber", "free_fiber.pdf").read_bytes()
+    scan = io.BytesIO()
+    text_image(["SCANNED PAGE", "Total due 1234.56"], size=(1240, 1754)).save(scan, format="PDF", resolution=150)
+    mixed = pdfium.PdfDocument(text_pdf)
+    mixed.import_pages(pdfium.PdfDocument(scan.getvalue()))
+    out = io.BytesIO()
+    mixed.save(out)
+    pages = len(mixed)
+
+    result = extract(out.getvalue(), "mixed.pdf")
+    plain = extract(text_pdf, "text.pdf")
+    assert result.ocr is True and result.pages == pages
+    texts = result.text.split("\n\f")
+    assert texts[:-1] == plain.text.split("\n\f")  # the text layer as it is: never OCR'd
+    assert "SCANNED PAGE" in texts[-1] and "1234.56" in texts[-1]
+    assert plain.ocr is False and plain.ocr_engine is None
+
+
+def test_ocr_off_leaves_images_as_no_text() -> None:
+    with pytest.raises(DocumentError) as raised:
+        extract(RECEIPT.read_bytes(), "r.jpg", ocr=False)
+    assert raised.value.kind == ErrorKind.no_text and "OCR is off" in raised.value.message
+
+
+# ------------------------------------------------------------------------------- hostile images
+
+
+def test_an_image_declaring_30000_by_30000_pixels_fails_as_too_large_without_decoding() -> None:
+    bomb = png_declaring(30_000, 30_000)
+    assert len(bomb) < 200
+    with pytest.raises(DocumentError) as raised:
+        extract(bomb, "bomb.png")
+    assert raised.value.kind == ErrorKind.too_large
+    assert "30000 x 30000" in raised.value.message and "max_pixels" in raised.value.message
+
+
+def test_an_image_lying_about_its_size_is_a_clean_error() -> None:
+    # declares 64 x 64 but its data stops after a few rows: corrupt, not a crash
+    liar = png_declaring(64, 64)
+    with pytest.raises(DocumentError) as raised:
+        extract(liar, "liar.png")
+    assert raised.value.kind in (ErrorKind.corrupt, ErrorKind.no_text), raised.value.message
+
+
+def test_a_truncated_jpeg_is_read_as_far_as_it_goes_with_a_warning() -> None:
+    data = encoded(text_image(["TRUNCATED RECEIPT", "TOTAL 8.00"], size=(640, 480)), "JPEG", quality=90)
+    result = extract(data[: int(len(data) * 0.6)], "cut.jpg")
+    assert "TRUNCATED RECEIPT" in result.text
+    assert any("truncated" in w for w in result.warnings), result.warnings
+
+
+def test_an_animated_gif_is_read_by_its_first_frame() -> None:
+    frames = [text_image(["FIRST FRAME"], mode="P"), text_image(["SECOND FRAME"], mode="P")]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    result = extract(buffer.getvalue(), "anim.gif")
+    assert "FIRST FRAME" in result.text and "SECOND" not in result.text and result.pages == 1
+    assert any("animated" in w for w in result.warnings)
+
+
+def test_a_tiff_with_500_pages_is_read_up_to_the_ocr_page_limit() -> None:
+    first = text_image(["PAGE ONE"], size=(400, 100))
+    rest = [text_image([f"PAGE {n}"], size=(400, 100)) for n in range(2, 501)]
+    buffer = io.BytesIO()
+    first.save(buffer, format="TIFF", save_all=True, append_images=rest, compression="tiff_deflate")
+    result = extract(buffer.getvalue(), "many.tiff", ocr_max_pages=3)
+    assert result.pages == 3 and "PAGE ONE" in result.text and "PAGE 3" in result.text and "PAGE 4" not in result.text
+    assert any("500 pages" in w and "first 3" in w for w in result.warnings), result.warnings
+
+
+def test_exif_rotation_is_applied_so_the_text_is_read_upright() -> None:
+    upright = text_image(["ROTATED INVOICE 42"], size=(640, 120))
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what the camera wrote
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 CW to display
+    data = encoded(stored, "JPEG", quality=95, exif=exif)
+    assert "ROTATED INVOICE 42" in extract(data, "photo.jpg").text
+    # words and page size refer to the upright picture, as a viewer shows it: wide, not tall
+    document = read_document("photo.jpg", data, {"ocr": True, "ocr_here": True})
+    assert (document.page_sizes[0].width, document.page_sizes[0].height) == (640, 120)
+    assert all(word.x1 <= 640 and word.bottom <= 120 for word in document.words)
+
+
+def test_a_palette_png_is_read() -> None:
+    result = extract(encoded(text_image(["PALETTE IMAGE TEXT"], mode="P"), "PNG"), "palette.png")
+    assert "PALETTE IMAGE TEXT" in result.text
+
+
+def test_a_blank_image_is_no_text() -> None:
+    with pytest.raises(DocumentError) as raised:
+        extract(encoded(Image.new("RGB", (300, 200), "white"), "PNG"), "blank.png")
+    assert raised.value.kind == ErrorKind.no_text and "OCR found no text" in raised.value.message
+
+
+def test_ocr_memory_cap_stops_the_worker_as_too_large() -> None:
+    # an 11-megapixel A4 scan needs ~850 MB of address space with the engine: over a 768 MB cap
+    with pytest.raises(DocumentError) as raised:
+        extract((AWS / "AmazonWebServices.png").read_bytes(), "big.png", ocr_max_memory_mb=768)
+    assert raised.value.kind == ErrorKind.too_large and "ocr_max_memory_mb" in raised.value.message
+
+
+# ------------------------------------------------------------------------------- offline
+
+
+def test_ocr_never_opens_a_network_connection(tmp_path: Path) -> None:
+    """The models ship in the wheel; a process whose sockets all fail still reads the receipt."""
+    script = f"""
+import json, socket
+attempts = []
+def refuse(*args, **kwargs):
+    attempts.append(repr(args)[:80]); raise OSError("network blocked by the test")
+socket.socket.connect = refuse
+socket.create_connection = refuse
+socket.getaddrinfo = refuse
+from blocks.parsing import parse_document
+result = parse_document("r.jpg", open({str(RECEIPT)!r}, "rb").read(), {{"ocr": True, "ocr_here": True, "extract_fields": False}})
+print(json.dumps({{"attempts": attempts, "ocr": result.ocr, "chars": len(result.text)}}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300, check=True
+    )
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report == {"attempts": [], "ocr": True, "chars": report["chars"]} and report["chars"] > 200
+
+
+def _leaves(tree: object) -> list[dict]:
+    if isinstance(tree, dict) and "match" in tree:
+        return [tree]
+    if isinstance(tree, dict):
+        return [leaf for value in tree.values() for leaf in _leaves(value)]
+    if isinstance(tree, list):
+        return [leaf for value in tree for leaf in _leaves(value)]
+    return []
