@@ -96,8 +96,7 @@ def test_csv_and_latin1_text() -> None:
         (("nasty-inputs", "encrypted", "pdfminer_aes-256-r6.pdf"), ErrorKind.encrypted),
         (("nasty-inputs", "derived", "truncated-1KiB_AmazonWebServices.pdf"), ErrorKind.corrupt),
         (("nasty-inputs", "not-a-pdf", "pdfplumber_issue-948.zip"), ErrorKind.unsupported),
-        (("nasty-inputs", "derived", "png-image-named-as_AmazonWebServices.pdf"), ErrorKind.no_text),
-        (("nasty-inputs", "scanned-image-only", "ocrmypdf_ccitt.pdf"), ErrorKind.no_text),
+        (("nasty-inputs", "broken", "pdfplumber_issue-297-example.pdf"), ErrorKind.no_text),  # blank: nothing for OCR
         (("nasty-inputs", "derived", "many-pages-10000_simple1.pdf"), ErrorKind.too_large),
         (("office", "xlsx", "null_archive.xlsx"), ErrorKind.unsupported),
     ],
@@ -110,10 +109,11 @@ def test_bad_inputs_raise_precise_kinds(path: tuple[str, ...], kind: ErrorKind) 
     assert len(raised.value.message) > 10
 
 
-def test_scanned_pdf_error_hints_at_ocr() -> None:
+def test_scanned_pdf_error_with_ocr_off_says_so() -> None:
+    path = corpus("nasty-inputs", "scanned-image-only", "ocrmypdf_ccitt.pdf")
     with pytest.raises(DocumentError) as raised:
-        extract(corpus("nasty-inputs", "scanned-image-only", "ocrmypdf_ccitt.pdf"))
-    assert "OCR" in raised.value.message
+        EmbeddedExtractor(ocr=False).extract(path.name, path.read_bytes())
+    assert "OCR is off" in raised.value.message
 
 
 def test_known_password_opens_encrypted_pdf() -> None:
