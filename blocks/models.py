@@ -59,6 +59,7 @@ class ExportFormat(str, enum.Enum):
     csv = "csv"
     xlsx = "xlsx"
     parquet = "parquet"
+    review = "review"  # review.html: a page a person opens (tasks.review_page); written after the others
 
 
 DocumentStatus = Literal["succeeded", "failed", "skipped"]

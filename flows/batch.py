@@ -31,6 +31,7 @@ from tasks.exports import PROCESS_FROM, ExportStream
 from tasks.journal import BatchJournal, JournalHeader, batch_key, find_resumable
 from tasks.extract import ExtractOptions, extract_documents
 from tasks.listing import DocumentListing, ListingFeed, list_documents, refuse_if_too_many
+from tasks.review_page import review_options, write_review_page
 from tasks.runtime import batch_runtime
 from tasks.sharding import PER_DOCUMENT_LIMIT, plan_shards
 from tasks.work import SharedWork
@@ -335,6 +336,11 @@ def run_batch(
         journal.close()
         raise
     journal.discard()
+    if ExportFormat.review in formats:  # after report.json: the page is a view of the batch, never its failure
+        write_review_page(
+            quote(ordered.results), report=quote(report), source=src, destination=destination, folder=folder,
+            extractor=extractor, options=review_options(parameters.export, extraction),
+        )
     return report
 
 

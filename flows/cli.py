@@ -77,7 +77,7 @@ def run(
     output: Annotated[str, typer.Option("--output", "-o", help="Where each batch gets a sub-folder of exports: a folder, 's3://bucket/prefix', or a saved destination block.")] = "output",
     formats: Annotated[
         Optional[list[str]],
-        typer.Option("--format", "-f", help="Export format, repeatable: json, jsonl, csv, xlsx, parquet. Default: all. report.json is always written."),
+        typer.Option("--format", "-f", help="Export format, repeatable: json, jsonl, csv, xlsx, parquet, review (review.html). Default: all. report.json is always written."),
     ] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Documents extracted at the same time (1-64).")] = 4,
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Batch name, also the Prefect flow run name. Default: 'Batch YYYY-MM-DD HH:mm'.")] = None,

@@ -115,5 +115,12 @@ class ExportSettings(BaseModel):
         default=list(ExportFormat),  # a literal default, so the UI's form shows every format selected
         description="Export formats; report.json is always written. "
         "json: documents.json, jsonl: documents.jsonl, csv: documents.csv (+ line_items.csv), "
-        "xlsx: documents.xlsx (documents, line_items, errors sheets), parquet: documents.parquet.",
+        "xlsx: documents.xlsx (documents, line_items, errors sheets), parquet: documents.parquet, "
+        "review: review.html (a page to check the values on the documents' pages; opens in any browser).",
     )
+    review_page_documents: int = Field(
+        default=100, ge=0, le=10_000,
+        description="review.html shows the pages of at most this many documents, with each value's box drawn on "
+        "them (those needing review first, then the others in order); every document is in its table. 0: table only.",
+    )
+    review_page_pages: int = Field(default=3, ge=1, le=50, description="Pages shown per document on review.html at most.")

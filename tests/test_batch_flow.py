@@ -414,7 +414,7 @@ def test_unknown_export_format_is_a_parameter_error(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="pdf"):
         ExportSettings(formats=["csv", "pdf"])
     text_files(tmp_path / "in", 1)
-    with pytest.raises(Exception, match=r"export\.formats\.1: Input should be 'json', 'jsonl', 'csv', 'xlsx' or 'parquet'"):
+    with pytest.raises(Exception, match=r"export\.formats\.1: Input should be 'json', 'jsonl', 'csv', 'xlsx', 'parquet' or 'review'"):
         extract_batch(source=str(tmp_path / "in"), export={"output_dir": str(tmp_path / "out"), "formats": ["csv", "pdf"]})
     assert not (tmp_path / "out").exists()
 

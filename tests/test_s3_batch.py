@@ -93,7 +93,7 @@ def test_s3_to_s3_through_saved_blocks_with_no_secret_anywhere(
     assert report.output_dir and report.output_dir.startswith(f"s3://{bucket}/results/")
     folder_key = report.output_dir.removeprefix(f"s3://{bucket}/")
     published = keys(s3, bucket, folder_key)
-    expected = {"report.json", "documents.csv", "documents.jsonl", "documents.json", "documents.xlsx", "documents.parquet"}
+    expected = {"report.json", "documents.csv", "documents.jsonl", "documents.json", "documents.xlsx", "documents.parquet", "review.html"}
     if any(r.fields.get("line_items") for r in report.results):  # invoices whose table was read
         expected.add("line_items.csv")
     assert {key.rsplit("/", 1)[1] for key in published} == expected  # no journal, no temporaries
