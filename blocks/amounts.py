@@ -118,9 +118,9 @@ _ISO = re.compile(r"(?<!\d)(?P<y>(?:19|20)\d\d)[-/.](?P<m>\d{1,2})[-/.](?P<d>\d{
 _NUMERIC = re.compile(r"(?<![\d.])(?P<a>\d{1,2})\s?(?P<sep>[./-])\s?(?P<b>\d{1,2})\s?(?P=sep)\s?(?P<y>(?:19|20)?\d\d)(?![\d])")
 _COMPACT = re.compile(r"(?<!\d)(?P<y>(?:19|20)\d\d)(?P<m>[01]\d)(?P<d>[0-3]\d)(?!\d)")
 # A month name (any language dateparser knows) next to a day and a year: '5 March 2018',
-# '19 avril 2014', '5. März 2021', 'March 5, 2018', 'Aug 3 , 2014', '02 Juillet 2015'.
+# '19 avril 2014', '5. März 2021', 'March 5, 2018', 'Aug 3 , 2014', '02 Juillet 2015', '02/Jan/2017', '5-Mar-2018'.
 _WORDY = re.compile(
-    r"(?<!\w)(?:(?P<d1>\d{1,2})(?:st|nd|rd|th|er|º|°)?\.?\s*(?:de\s+)?(?P<m1>[^\W\d_]{3,12})\.?,?\s*(?:de\s+)?(?P<y1>(?:19|20)\d\d)"
+    r"(?<!\w)(?:(?P<d1>\d{1,2})(?:st|nd|rd|th|er|º|°)?\.?[\s/-]*(?:de\s+)?(?P<m1>[^\W\d_]{3,12})\.?,?[\s/-]*(?:de\s+)?(?P<y1>(?:19|20)\d\d)"
     r"|(?P<m2>[^\W\d_]{3,12})\.?\s+(?P<d2>\d{1,2})(?:st|nd|rd|th)?\s*,?\s*(?P<y2>(?:19|20)\d\d))(?!\d)"
 )
 _MONTH_CACHE: dict[tuple[str, tuple[str, ...]], int | None] = {}

@@ -46,6 +46,12 @@ class EmbeddedExtractor(Extractor):
     extract_fields: bool = Field(
         default=True, description="Fill the invoice schema (or the template's fields); off: text, pages and type only."
     )
+    document_schema: Literal["auto", "invoice", "receipt"] = Field(
+        default="auto",
+        description="What the layout fills: 'auto' the receipt schema (merchant, date, time, total, tax, currency, "
+        "payment method) for documents that look like till receipts and the invoice schema for the others; "
+        "'invoice' or 'receipt' for every document. E-invoice XML and templates keep their own fields.",
+    )
     embedded_xml: bool = Field(
         default=True,
         description="Read the e-invoice XML (Factur-X, ZUGFeRD, XRechnung) a PDF embeds: exact fields. "
@@ -132,7 +138,19 @@ class EmbeddedExtractor(Extractor):
     def output_fields(self) -> list[str]:
         from blocks.invoice_schema import invoice_columns
 
-        return ["fields_source", *invoice_columns()] if self.extract_fields else []
+        if not self.extract_fields:
+            return []
+        if self.document_schema == "receipt":
+            from blocks.receipt_schema import receipt_columns
+
+            return ["fields_source", *receipt_columns()]
+        return ["fields_source", *invoice_columns()]  # receipts of an 'auto' batch add their columns as they come
+
+    def with_batch_settings(self, *, schema: str, prompt: str) -> Extractor:
+        """A batch's `receipt` (or `invoice`) schema is the layout's choice; others are refused."""
+        if schema.strip() in ("receipt", "invoice") and not prompt.strip():
+            return self.model_copy(update={"document_schema": schema.strip()})
+        return super().with_batch_settings(schema=schema, prompt=prompt)
 
     def check(self) -> None:
         """Refuse, before any document is read, a templates folder that cannot be used."""
@@ -164,6 +182,7 @@ class EmbeddedExtractor(Extractor):
             "ocr": self.ocr,
             "ocr_max_pages": self.ocr_max_pages,
             "max_pixels": self.max_pixels,
+            "document_schema": self.document_schema,
         }
         if not self.isolate:
             return parse_document(name, data, {**settings, "ocr_here": self.ocr})

@@ -56,7 +56,7 @@ class Extractor(Block, ABC):
         """
         if schema.strip() not in ("", "invoice"):
             raise ValueError(
-                f"the {self.label} fills the invoice schema (or its templates' fields), not {schema.strip()!r}: "
+                f"the {self.label} fills the invoice or receipt schema (or its templates' fields), not {schema.strip()!r}: "
                 "pick a model extractor (openai-compatible-extractor) for other schemas"
             )
         if prompt.strip():

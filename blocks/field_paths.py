@@ -7,7 +7,10 @@
    text readers in turn (`blocks.templates`); its fields are the template's own
    (`template:<file>`). No match falls back to the layout with a warning, or fails the
    document when `on_no_template` is `fail`.
-3. **Layout** (`layout`): labels and their neighbours, tables read as tables (`blocks.layout`).
+3. **Receipt** (`receipt-layout`): when the batch asks for receipts, or (`auto`, the default)
+   when the document looks like a till receipt (`blocks.receipts.looks_like_receipt`): the
+   receipt schema (`blocks.receipt_schema`) from the receipt's lines (`blocks.receipts`).
+4. **Layout** (`layout`): labels and their neighbours, tables read as tables (`blocks.layout`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class FieldsOutcome:
     # what the extractor declares about each value's source, mirroring `fields` (blocks.provenance.Provenance
     # trees: an e-invoice's element paths); blocks.source_provenance completes it
     declared: Any = None
+    # which schema `fields` follow: 'invoice', 'receipt', or None for a template's own fields
+    schema: str | None = "invoice"
 
 
 def extract_fields(document: ReadDocument, data: bytes, settings: Any) -> FieldsOutcome:
@@ -45,8 +50,6 @@ def extract_fields(document: ReadDocument, data: bytes, settings: Any) -> Fields
         found = _from_templates(document, data, folder, settings, warnings)
         if found is not None:
             return found
-    from blocks.layout import fill_invoice
-
     if document.media_type == sniff.PDF and folder and len(document.ocr_pages) < (document.pages or 0):
         if not any(word.score is None for word in document.words):  # the text layer's words were not read yet
             from blocks.readers import pdf_words
@@ -54,7 +57,15 @@ def extract_fields(document: ReadDocument, data: bytes, settings: Any) -> Fields
             text_words, document.page_sizes = pdf_words(data, settings.get("passwords"))
             document.words = sorted([*text_words, *document.words], key=lambda word: word.page)
     reader = _reader_of(document)
-    return FieldsOutcome(fill_invoice(document, settings.get("languages") or None), "layout", reader, warnings)
+    languages = settings.get("languages") or None
+    wanted = settings.get("document_schema", "auto")
+    from blocks.receipts import fill_receipt, looks_like_receipt
+
+    if wanted == "receipt" or (wanted == "auto" and looks_like_receipt(document)):
+        return FieldsOutcome(fill_receipt(document, languages), "receipt-layout", reader, warnings, schema="receipt")
+    from blocks.layout import fill_invoice
+
+    return FieldsOutcome(fill_invoice(document, languages), "layout", reader, warnings)
 
 
 def _from_xml(document: ReadDocument, data: bytes, settings: Any, warnings: list[str]) -> FieldsOutcome | None:
@@ -150,7 +161,9 @@ def _from_templates(
             raise DocumentError(ErrorKind.template, f"{message} (its text was read: {len(document.text)} characters)")
         warnings.append(f"{message}: fields read from the layout instead")
         return None
-    return FieldsOutcome(result.fields, f"template:{result.template}", result.reader, [*warnings, *result.warnings])
+    return FieldsOutcome(
+        result.fields, f"template:{result.template}", result.reader, [*warnings, *result.warnings], schema=None
+    )
 
 
 def _reader_of(document: ReadDocument) -> str | None:

@@ -35,6 +35,7 @@ class ParseSettings(TypedDict, total=False):
     ocr_here: bool  # this is an OCR worker: run OCR (else a PDF that needs it raises NeedsOcr)
     ocr_max_pages: int  # pages read by OCR at most per document
     max_pixels: int  # an image page with more pixels fails as too_large before it is decoded
+    document_schema: str  # 'auto' (a receipt when it looks like one, else an invoice), 'invoice' or 'receipt'
 
 
 def parse_document(name: str, data: bytes, settings: ParseSettings) -> Extraction:
@@ -54,6 +55,7 @@ def parse_document(name: str, data: bytes, settings: ParseSettings) -> Extractio
         outcome = extract_fields(document, data, settings)
         extraction.fields = outcome.fields
         extraction.fields_source = outcome.source
+        extraction.schema_name = outcome.schema
         extraction.reader = outcome.reader
         extraction.warnings.extend(outcome.warnings)
         from blocks.source_provenance import provenance_of  # where each value was read (here: the words live here)

@@ -32,3 +32,8 @@ class ReceiptFields(_Part):
     currency: str | None = Field(default=None, description="ISO 4217 code, e.g. EUR, USD, MYR.")
     payment_method: str | None = Field(default=None, description="cash, card, or what the receipt names.")
     line_items: list[ReceiptLine] = Field(default_factory=list, description="One entry per purchased item.")
+
+
+def receipt_columns() -> list[str]:
+    """The receipt schema's scalar fields as export columns (line items go to line_items.csv)."""
+    return [name for name, field in ReceiptFields.model_fields.items() if name != "line_items"]

@@ -44,14 +44,17 @@ def unavailable_exit_code(exc: SourceUnavailable) -> int:
     return EXIT_SOURCE_UNAVAILABLE
 
 def schema_settings(schema: str) -> dict[str, str]:
-    """`--schema`: 'invoice' and 'none' choose what the embedded extractor fills; anything else is
-    a model extractor's target (a file path made absolute, so the flow reads the same file)."""
+    """`--schema`: 'auto', 'invoice', 'receipt' and 'none' choose what the embedded extractor fills
+    ('receipt' is also a model extractor's built-in target); anything else is a model extractor's
+    target (a file path made absolute, so the flow reads the same file)."""
     schema = schema.strip()
-    if schema in ("invoice", "none", ""):
-        return {"schema_name": schema or "invoice", "target_schema": ""}
+    if schema in ("auto", "invoice", "none", ""):
+        return {"schema_name": schema or "auto", "target_schema": ""}
+    if schema == "receipt":
+        return {"schema_name": "receipt", "target_schema": "receipt"}
     if not schema.startswith("{") and os.path.isfile(schema):
         schema = os.path.abspath(schema)
-    return {"schema_name": "invoice", "target_schema": schema}
+    return {"schema_name": "auto", "target_schema": schema}
 
 
 app = typer.Typer(
@@ -92,8 +95,9 @@ def run(
     retries: Annotated[int, typer.Option("--retries", help="Retries for transient errors (0-10).")] = 2,
     templates: Annotated[Optional[str], typer.Option("--templates", help="Folder of invoice2data templates (.yml/.json): the first whose keywords match a document fills its fields (embedded extractor).")] = None,
     embedded_xml: Annotated[bool, typer.Option("--embedded-xml/--no-embedded-xml", help="Read the Factur-X / ZUGFeRD / XRechnung XML that PDFs embed (exact fields); --no-embedded-xml reads their page text instead.")] = True,
+    ocr: Annotated[bool, typer.Option("--ocr/--no-ocr", help="Read images and PDF pages without a text layer by OCR (offline, RapidOCR; about 2 s a page on one core); --no-ocr fails them as no_text (embedded extractor).")] = True,
     languages: Annotated[Optional[list[str]], typer.Option("--language", "-l", help="Language of the documents (ISO 639-1, e.g. de), repeatable: narrows how dates with month names are read. Default: any.")] = None,
-    schema: Annotated[str, typer.Option("--schema", help="'invoice' (default: the invoice schema, or a template's fields), 'none' (text, pages and type only), or for model extractors 'receipt', a JSON Schema file, or a saved 'extraction-schema/NAME'.")] = "invoice",
+    schema: Annotated[str, typer.Option("--schema", help="'auto' (default: the receipt schema for documents that look like receipts, the invoice schema for the others, or a template's fields), 'invoice', 'receipt', 'none' (text, pages and type only), or for model extractors a JSON Schema file, pasted JSON, or a saved 'extraction-schema/NAME'.")] = "auto",
     prompt: Annotated[Optional[str], typer.Option("--prompt", help="Instructions sent with every document to a model extractor, e.g. 'These are German supplier invoices'.")] = None,
     max_tokens_per_batch: Annotated[int, typer.Option("--max-tokens-per-batch", help="Model extractors: stop starting documents once the batch's tokens (in + out) reach N; the rest are skipped. 0 = no cap.")] = 0,
     max_cost_per_batch: Annotated[float, typer.Option("--max-cost-per-batch", help="Model extractors: stop starting documents once the batch's cost (the block's prices) reaches this. 0 = no cap.")] = 0.0,
@@ -115,7 +119,7 @@ def run(
     try:
         extraction = ExtractionSettings(
             extractor=extractor, keep_text=keep_text, max_file_size_mb=max_file_size_mb, max_pages=max_pages, retries=retries,
-            templates=templates or "", embedded_xml=embedded_xml, languages=languages or [],
+            templates=templates or "", embedded_xml=embedded_xml, ocr=ocr, languages=languages or [],
             **schema_settings(schema), prompt=prompt or "",
             max_tokens_per_batch=max_tokens_per_batch, max_cost_per_batch=max_cost_per_batch, cache=cache,
             review_min_confidence=review_min_confidence,

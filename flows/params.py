@@ -30,11 +30,13 @@ class ExtractionSettings(BaseModel):
     retry_backoff_s: float = Field(
         default=1.0, ge=0, le=600, description="First retry delay in seconds; doubles on each retry, with jitter."
     )
-    schema_name: Literal["invoice", "none"] = Field(
-        default="invoice",
+    schema_name: Literal["auto", "invoice", "receipt", "none"] = Field(
+        default="auto",
         title="Schema",
-        description="'invoice': the default invoice schema (EN 16931 core: number, dates, parties, totals, tax, "
-        "line items), or a template's own fields; 'none': text, pages and type only. Embedded extractor.",
+        description="'auto': the receipt schema (merchant, date, time, total, tax, currency, payment method) for "
+        "documents that look like till receipts, the invoice schema (EN 16931 core: number, dates, parties, totals, "
+        "tax, line items) for the others; 'invoice' or 'receipt': that schema for every document; 'none': text, "
+        "pages and type only. E-invoice XML and templates keep their own fields. Embedded extractor.",
     )
     templates: str = Field(
         default="",
@@ -45,6 +47,12 @@ class ExtractionSettings(BaseModel):
         default=True,
         description="Read the Factur-X / ZUGFeRD / XRechnung XML that PDFs embed (exact fields). Off: fields from "
         "the page text. Embedded extractor.",
+    )
+    ocr: bool = Field(
+        default=True,
+        title="OCR",
+        description="Read images (PNG, JPEG, TIFF, WebP, GIF) and PDF pages without a text layer by OCR, offline "
+        "(RapidOCR, about 2 s a page on one core). Off: they fail as no_text. Embedded extractor.",
     )
     languages: list[str] = Field(
         default=[],  # a literal default renders as a list field in the UI form
@@ -96,8 +104,10 @@ class ExtractionSettings(BaseModel):
         """The embedded extractor's settings these batch settings carry (a saved block uses its own)."""
         return {
             "max_pages": self.max_pages,
-            "extract_fields": self.schema_name == "invoice",
+            "extract_fields": self.schema_name != "none",
+            "document_schema": "auto" if self.schema_name == "none" else self.schema_name,
             "embedded_xml": self.embedded_xml,
+            "ocr": self.ocr,
             "templates": self.templates.strip() or None,
             "languages": list(self.languages),
         }

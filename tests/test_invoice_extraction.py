@@ -127,8 +127,11 @@ def test_no_template_matched_is_not_no_text(tmp_path: Path) -> None:
     assert no_match.value.kind == ErrorKind.template and "no template" in no_match.value.message
     scan = corpus("nasty-inputs", "scanned-image-only", "ocrmypdf_ccitt.pdf")
     with pytest.raises(DocumentError) as no_text:
-        EmbeddedExtractor(templates=str(templates), on_no_template="fail").extract(scan.name, scan.read_bytes())
+        EmbeddedExtractor(templates=str(templates), on_no_template="fail", ocr=False).extract(scan.name, scan.read_bytes())
     assert no_text.value.kind == ErrorKind.no_text and "no text layer" in no_text.value.message
+    with pytest.raises(DocumentError) as read_by_ocr:  # with OCR its text is read, and no template matches it
+        EmbeddedExtractor(templates=str(templates), on_no_template="fail").extract(scan.name, scan.read_bytes())
+    assert read_by_ocr.value.kind == ErrorKind.template and "no template" in read_by_ocr.value.message
 
 
 @pytest.mark.parametrize(

@@ -96,7 +96,7 @@ def test_a_model_classifies_for_routes_with_a_document_type(prefect_api: str, tm
         ({"routes": [Route(name="a", document_type="x")]}, "needs a classifier"),
         ({"routes": [Route(name="a")]}, "has no condition"),
         ({"routes": [Route(name="a", paths=["*"], extractor="openai-compatible-extractor/absent-block")]}, "route 'a'"),
-        ({"routes": [Route(name="a", paths=["*"], target_schema="receipt")]}, "model extractor"),
+        ({"routes": [Route(name="a", paths=["*"], target_schema='{"type": "object", "properties": {"po": {"type": "string"}}}')]}, "model extractor"),
     ],
 )
 def test_a_routing_block_that_cannot_work_is_refused(prefect_api: str, settings: dict, message: str) -> None:

@@ -1,0 +1,259 @@
+"""Receipts read offline: whether a document is a till receipt, and its fields (`ReceiptFields`).
+
+A receipt is laid out for a till roll, not for an accountant: the merchant's name on top, then
+its address and registration numbers, the items, a stack of totals (subtotal, tax, rounding,
+total, cash, change) and a payment line. The rules below read that shape from the text's lines
+(OCR text is laid out in rows, `blocks.ocr`); every value is then located on the page by
+`blocks.source_provenance`, like the invoice layout's.
+
+- **merchant_name**: among the first lines, the one that best looks like a business name: mostly
+  letters, not a label or an address; a legal form (SDN BHD, LTD, GMBH, ENTERPRISE...) weighs
+  most, then being followed by an address or a registration number, then coming first. A trailing
+  registration number in brackets ('(139386 X)') is not part of the name.
+- **merchant_address**: the address-like lines right under the name, up to the first telephone,
+  tax or registration line.
+- **total**: of the lines that label one amount as a total (not a subtotal, a quantity, an
+  amount before tax or a tax), the most final one: 'grand total', 'total payable', 'amount due'
+  or a bare 'total' over 'total incl. tax' over other totals; a total printed after the rounding
+  line, or equal to cash minus change, wins ties; then the larger.
+- **tax**: the first line labelling one amount as GST, VAT, SST or tax (not a registration id).
+- **date** / **time**: the first date (day first unless the receipt is in US dollars) and the first
+  time of day (HH:MM, with seconds and AM/PM when printed).
+- **currency**: the first currency mark or code printed (RM -> MYR, € -> EUR ...), else None.
+- **payment_method**: the first payment word (cash, visa, mastercard, card ...) after the total.
+- **line_items**: not read (an empty list): till layouts vary too much for one offline rule.
+
+`looks_like_receipt` counts receipt marks (a payment at a till: cash/change/tendered/card; a
+till: cashier/salesperson; thank you/come again; 'receipt'; a time of day; table/pax) against
+invoice marks (IBAN, due date or payment terms, bill-to / ship-to blocks, an invoice number
+label, a BIC): a payment or till mark, at least two receipt marks, and more receipt marks than
+invoice marks make a receipt.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from blocks.amounts import CURRENCY_MARKS, parse_amount, parse_date
+from blocks.document import ReadDocument
+from blocks.receipt_schema import ReceiptFields
+
+# ---------------------------------------------------------------------------- detection
+
+_RECEIPT_MARKS = {
+    "payment": re.compile(r"\b(?:cash|change|tendered|change due|visa|mastercard|debit card|e-?wallet)\b", re.I),
+    "till": re.compile(r"\b(?:cashier|salesperson|server|operator|till|pos)\b", re.I),
+    "thanks": re.compile(r"\bthank\s*you\b|\bcome again\b|\bvisit again\b", re.I),
+    "receipt": re.compile(r"\breceipt\b", re.I),
+    "clock": re.compile(r"\b(?:[01]?\d|2[0-3]):[0-5]\d(?::[0-5]\d)?\b"),
+    "table": re.compile(r"\btable\s*(?:no\.?\s*)?\d+|\b(?:pax|dine in|take ?away)\b", re.I),
+}
+_INVOICE_MARKS = {
+    "iban": re.compile(r"\biban\b", re.I),
+    "due": re.compile(r"\b(?:due date|payment terms|net \d+ days|zahlbar|échéance|fällig)\b", re.I),
+    "parties": re.compile(r"\b(?:ship to|invoice to|sold to|deliver to|rechnungsempfänger|customer no)\b", re.I),
+    "number": re.compile(r"\b(?:invoice (?:number|no\.?)|rechnungs(?:nummer|-nr))\b", re.I),
+    "bank": re.compile(r"\b(?:bic|swift|bank account|account number)\b", re.I),
+}
+
+
+def looks_like_receipt(document: ReadDocument) -> bool:
+    """True when the text has the marks of a till receipt more than an invoice's (module docstring)."""
+    text = document.text[:20_000]
+    found = {name for name, mark in _RECEIPT_MARKS.items() if mark.search(text)}
+    invoice = sum(1 for mark in _INVOICE_MARKS.values() if mark.search(text))
+    # paid at a till: a payment or a till mark is required ('Receipt No.' and 'thank you' also
+    # appear on invoices and statements)
+    return bool(found & {"payment", "till"}) and len(found) >= 2 and len(found) > invoice
+
+
+# ---------------------------------------------------------------------------- fields
+
+_LEGAL_FORM = re.compile(
+    r"\b(?:sdn\.?\s*bhd|bhd|berhad|enterprise|trading|ltd|limited|llc|inc|corp|plc|pty|gmbh|ag|s\.?a\.?r\.?l|"
+    r"s\.?a|s\.?l|b\.?v|n\.?v|oy|ab|as|co|company|restaurant|store|mart|supermarket|pharmacy|cafe|bakeries)\b\.?",
+    re.I,
+)
+_LABEL_LINE = re.compile(
+    r"^(?:tel|fax|phone|gst|vat|sst|tax|invoice|receipt|cash|date|time|cashier|no\b|reg|company|co\.|"
+    r"bill|doc|table|order|simplified|welcome|email|www|http)",
+    re.I,
+)
+_REGISTRATION = re.compile(r"\(?\b[A-Z]{0,3}\d{4,}[- ]?[A-Z]\b\)?|\breg(?:istration)?\b|\bcompany no\b|\bco\.? ?reg", re.I)
+_ADDRESS = re.compile(
+    r"\b(?:jalan|jln|lot|no\.?\s*\d|road|rd|street|st|avenue|ave|strasse|straße|rue|taman|tmn|floor|level|"
+    r"blk|block|unit|suite|\d{5})\b",
+    re.I,
+)
+_CONTACT = re.compile(r"\b(?:tel|fax|phone|gst|vat|sst|reg|email|www)\b", re.I)
+_TRAILING_ID = re.compile(r"\s*\([^()]*\d[^()]*\)\s*$")
+_AMOUNT = re.compile(r"-?(?:[A-Z]{2,3}\s?)?-?\d{1,3}(?:[,.' ]\d{3})*[.,]\d{2}(?![\d%])|-?\d+[.,]\d{2}(?![\d%])")
+_PERCENT = re.compile(r"\d+(?:[.,]\d+)?\s*%")
+_TOTAL = re.compile(r"\btotal\b|\bamount due\b|\bbalance due\b|\bpayable\b|\bto pay\b", re.I)
+_NOT_TOTAL = re.compile(
+    r"\bsub[- ]?total|\bqty\b|\bquantity\b|\bitems?\b|\bexcl|\bexcluding\b|\bbefore\b|\bsaving|\bdiscount|\bpoints?\b",
+    re.I,
+)
+_TAX_WORD = re.compile(r"\b(?:gst|vat|sst|tax|mwst|tva|iva)\b", re.I)
+_INCLUSIVE = re.compile(r"\binc(?:l|lusive|\.)?\b|\bincl\.", re.I)
+_FINAL = re.compile(
+    r"grand total|total payable|amount payable|amount due|total due|balance due|nett? total|total to pay|amt payable",
+    re.I,
+)
+_ROUNDING = re.compile(r"\bround", re.I)
+_CASH = re.compile(r"^\s*(?:cash|tendered|paid)\b", re.I)
+_CHANGE = re.compile(r"^\s*change\b", re.I)
+_TIME = re.compile(r"(?<![\d.:])([01]?\d|2[0-3])[:.]([0-5]\d)(?:[:.]([0-5]\d))?\s*([AaPp][Mm])?(?![\d])")
+_PAYMENT = (
+    ("mastercard", re.compile(r"\bmaster\s*card\b|\bmastercard\b", re.I)),
+    ("visa", re.compile(r"\bvisa\b", re.I)),
+    ("amex", re.compile(r"\bamex\b|\bamerican express\b", re.I)),
+    ("debit card", re.compile(r"\bdebit\b", re.I)),
+    ("credit card", re.compile(r"\bcredit card\b", re.I)),
+    ("e-wallet", re.compile(r"\be-?wallet\b|\bgrabpay\b|\bboost\b|\btouch ?n ?go\b|\btng\b", re.I)),
+    ("card", re.compile(r"\bcard\b", re.I)),
+    ("cash", re.compile(r"\bcash\b", re.I)),
+)
+
+
+def fill_receipt(document: ReadDocument, languages: list[str] | None = None) -> dict[str, Any]:
+    """A ReceiptFields-shaped dict (every key present) with what the receipt's text gives."""
+    lines = [" ".join(line.split()) for line in document.text.replace("\f", "\n").splitlines()]
+    lines = [line for line in lines if line]
+    result = ReceiptFields().model_dump()
+    name_at = _merchant(lines)
+    if name_at is not None:
+        result["merchant_name"] = _TRAILING_ID.sub("", lines[name_at]).strip(" .,:;-")
+        result["merchant_address"] = _address(lines, name_at)
+    result["currency"] = _currency(lines)
+    total_at, result["total"] = _total(lines)
+    result["tax"] = _tax(lines)
+    order = "MDY" if result["currency"] == "USD" else None
+    result["date"], result["time"] = _date_time(lines, languages, order)
+    result["payment_method"] = _payment(lines, total_at)
+    return result
+
+
+def _merchant(lines: list[str]) -> int | None:
+    best: tuple[float, int] | None = None
+    for index, line in enumerate(lines[:10]):
+        name = _TRAILING_ID.sub("", line)
+        letters = sum(c.isalpha() for c in name)
+        visible = sum(not c.isspace() for c in name)
+        if letters < 3 or letters < 0.6 * visible or _LABEL_LINE.match(name) or _ADDRESS.search(name):
+            continue
+        score = -0.5 * index
+        if _LEGAL_FORM.search(name):
+            score += 4
+        following = lines[index + 1] if index + 1 < len(lines) else ""
+        if _REGISTRATION.search(following) or _ADDRESS.search(following):
+            score += 2
+        if best is None or score > best[0]:
+            best = (score, index)
+    return best[1] if best else None
+
+
+def _address(lines: list[str], name_at: int) -> str | None:
+    parts: list[str] = []
+    for line in lines[name_at + 1 : name_at + 7]:
+        if _CONTACT.search(line) or (_LABEL_LINE.match(line) and not _ADDRESS.search(line)):
+            break
+        if _REGISTRATION.fullmatch(line.strip()) or (not _ADDRESS.search(line) and not parts and _REGISTRATION.search(line)):
+            continue  # a registration number under the name
+        parts.append(line.strip(" ,"))
+    return ", ".join(parts) or None
+
+
+def _amounts(line: str) -> list[float]:
+    found = []
+    for match in _AMOUNT.finditer(_PERCENT.sub(" ", line)):
+        value = parse_amount(re.sub(r"^-?[A-Z]{2,3}\s?", "", match.group(0)).replace("O", "0"))
+        if value is not None:
+            found.append(abs(value))
+    return found
+
+
+def _total(lines: list[str]) -> tuple[int | None, float | None]:
+    cash = change = None
+    rounding_at = None
+    for index, line in enumerate(lines):
+        if _ROUNDING.search(line) and rounding_at is None:
+            rounding_at = index
+        if cash is None and _CASH.match(line) and len(amounts := _amounts(line)) == 1:
+            cash = amounts[0]
+        if change is None and _CHANGE.match(line) and len(amounts := _amounts(line)) == 1:
+            change = amounts[0]
+    paid = round(cash - change, 2) if cash is not None and change is not None else None
+    best: tuple[float, float, int] | None = None
+    for index, line in enumerate(lines):
+        if not _TOTAL.search(line) or _NOT_TOTAL.search(line):
+            continue
+        if _TAX_WORD.search(line) and not _INCLUSIVE.search(line) and not _FINAL.search(line):
+            continue  # 'Total GST': the tax
+        amounts = _amounts(line)
+        if len(amounts) != 1:
+            continue  # a table's total row (amount and tax), or no amount
+        label = re.sub(r"[^a-z ]", " ", _AMOUNT.sub(" ", line).lower())
+        label = " ".join(w for w in label.split() if w.upper() not in CURRENCY_MARKS)
+        score = 2.0 if _FINAL.search(line) or label == "total" else 1.0 if _INCLUSIVE.search(line) else 0.0
+        if rounding_at is not None and index > rounding_at:
+            score += 0.5
+        if paid is not None and abs(paid - amounts[0]) < 0.005:
+            score += 0.5
+        candidate = (score, amounts[0], index)
+        if best is None or candidate[:2] > best[:2]:
+            best = candidate
+    return (best[2], best[1]) if best else (None, None)
+
+
+def _tax(lines: list[str]) -> float | None:
+    for line in lines:
+        if not _TAX_WORD.search(line) or _INCLUSIVE.search(line) or re.search(r"\b(?:id|reg|no|summary|code)\b", line, re.I):
+            continue
+        if _TOTAL.search(line) and not re.search(r"total\s+(?:gst|vat|sst|tax)", line, re.I):
+            continue
+        amounts = _amounts(line)
+        if len(amounts) == 1:
+            return amounts[0]
+    return None
+
+
+def _date_time(lines: list[str], languages: list[str] | None, order: str | None) -> tuple[str | None, str | None]:
+    day = clock = None
+    for line in sorted(lines, key=lambda l: not re.search(r"\bdate\b", l, re.I)):  # labelled lines first
+        if day is None:
+            day = parse_date(line, languages, order)
+        if day is not None:
+            break
+    for line in sorted(lines, key=lambda l: not re.search(r"\btime\b", l, re.I)):
+        match = _TIME.search(line)
+        if match and (":" in match.group(0) or re.search(r"\btime\b", line, re.I)):
+            hour, minute, second, half = match.groups()
+            hour_value = int(hour)
+            if half:
+                if hour_value > 12:
+                    continue
+                hour_value = hour_value % 12 + (12 if half.lower() == "pm" else 0)
+            clock = f"{hour_value:02d}:{minute}" + (f":{second}" if second else "")
+            break
+    return day, clock
+
+
+def _currency(lines: list[str]) -> str | None:
+    for line in lines:
+        for token in re.findall(r"[A-Za-z]{2,3}(?=\s?-?\d)|(?<=\()[A-Z]{2,3}(?=\))|[€$£¥₹]|\b[A-Z]{3}\b", line):
+            code = CURRENCY_MARKS.get(token.upper())
+            if code:
+                return code
+    return None
+
+
+def _payment(lines: list[str], total_at: int | None) -> str | None:
+    after = lines[total_at + 1 :] if total_at is not None else lines
+    for window in (after, lines):
+        for line in window:
+            for method, pattern in _PAYMENT:
+                if pattern.search(line):
+                    return method
+    return None

@@ -1,0 +1,113 @@
+"""Receipts in the embedded extractor: detection, the receipt schema's fields, and a batch that mixes
+receipts and invoices (real OCR on a SROIE receipt photo; text receipts written here)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from blocks.document import ReadDocument
+from blocks.embedded import EmbeddedExtractor
+from blocks.receipts import fill_receipt, looks_like_receipt
+from tests.conftest import corpus
+
+US_RECEIPT = """\
+      Corner Coffee Co.
+   1200 Market Street, Suite 4
+     San Francisco, CA 94103
+       Tel: (415) 555-0142
+Server: Dana        Table 12
+03/04/2024          07:45 PM
+2  Latte                 9.50
+1  Bagel                 3.25
+Subtotal                12.75
+Sales Tax 8.625%         1.10
+TOTAL                  $13.85
+VISA ************4242   13.85
+Thank you, come again!
+"""
+
+INVOICE = """\
+ACME Tools GmbH
+Invoice number: RE-2024-001
+Invoice date: 05.03.2024
+Due date: 04.04.2024
+Bill to: Beta Bau AG
+Net amount: 100.00 EUR
+VAT 19%: 19.00
+Total: 119.00 EUR
+IBAN: DE89 3704 0044 0532 0130 00
+"""
+
+
+def doc(text: str) -> ReadDocument:
+    return ReadDocument(text=text, pages=None, media_type="text/plain")
+
+
+def test_a_us_receipt_fills_the_receipt_schema() -> None:
+    assert looks_like_receipt(doc(US_RECEIPT))
+    fields = fill_receipt(doc(US_RECEIPT))
+    assert fields["merchant_name"] == "Corner Coffee Co"
+    assert fields["merchant_address"] == "1200 Market Street, Suite 4, San Francisco, CA 94103"
+    assert (fields["date"], fields["time"]) == ("2024-03-04", "19:45")  # $: month first
+    assert (fields["total"], fields["tax"], fields["currency"], fields["payment_method"]) == (13.85, 1.10, "USD", "visa")
+    assert fields["line_items"] == []
+
+
+def test_an_invoice_is_not_taken_for_a_receipt() -> None:
+    assert not looks_like_receipt(doc(INVOICE))
+    # 'Receipt No.' and 'thank you' alone (a statement, an invoice) are no till receipt
+    assert not looks_like_receipt(doc("Receipt # No.: 2468\nSold To Fabrikam\nTotal $4,950\nThank you for your business!"))
+
+
+def test_the_total_is_the_final_one_not_a_subtotal_tax_or_table_row() -> None:
+    text = (
+        "SHOP SDN BHD\n(12345-A)\nCASH\nCashier: A\nSub Total : 7.55\nTotal GST : 0.45\nRounding : 0.00\n"
+        "Total Sales (Inclusive of GST) : 8.00\nCASH : 10.00\nChange : 2.00\nGST SUMMARY\nTotal : 7.55 0.45\n"
+    )
+    fields = fill_receipt(doc(text))
+    assert (fields["merchant_name"], fields["total"], fields["tax"], fields["payment_method"]) == ("SHOP SDN BHD", 8.0, 0.45, "cash")
+
+
+def test_a_receipt_photo_goes_through_ocr_into_the_receipt_schema() -> None:
+    photo = corpus("sroie", "receipts", "sroie_151", "sroie_151.jpg")
+    expected = json.loads(photo.with_name("sroie_151.expected.json").read_text())
+    result = EmbeddedExtractor().extract(photo.name, photo.read_bytes())
+    assert (result.schema_name, result.fields_source, result.ocr) == ("receipt", "receipt-layout", True)
+    assert result.fields["merchant_name"] == expected["company"]
+    assert result.fields["date"] == "2018-03-21" and result.fields["total"] == float(expected["total"])
+    total = result.provenance["total"]
+    assert total["page"] == 1 and total["box"] and 0 < total["confidence"] <= 1
+
+
+def test_the_schema_can_be_forced_either_way() -> None:
+    receipt = EmbeddedExtractor(document_schema="invoice").extract("r.txt", US_RECEIPT.encode())
+    assert receipt.schema_name == "invoice" and receipt.fields_source == "layout"
+    invoice = EmbeddedExtractor(document_schema="receipt").extract("i.txt", INVOICE.encode())
+    assert invoice.schema_name == "receipt" and invoice.fields["merchant_name"] == "ACME Tools GmbH"
+    batch = EmbeddedExtractor().with_batch_settings(schema="receipt", prompt="")
+    assert batch.document_schema == "receipt" and "merchant_name" in batch.output_fields
+    with pytest.raises(ValueError, match="invoice or receipt"):
+        EmbeddedExtractor().with_batch_settings(schema='{"type": "object"}', prompt="")
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_a_batch_of_receipts_and_invoices_exports_both_schemas(tmp_path: Path) -> None:
+    from flows.batch import extract_batch
+    from flows.params import ExportSettings, ExtractionSettings
+
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "a-receipt.txt").write_text(US_RECEIPT)
+    (source / "b-invoice.txt").write_text(INVOICE)
+    report = extract_batch(
+        source=str(source), extraction=ExtractionSettings(), export=ExportSettings(output_dir=str(tmp_path / "out"))
+    )
+    assert [(r.ref.name, r.schema_name) for r in report.results] == [("a-receipt.txt", "receipt"), ("b-invoice.txt", "invoice")]
+    with open(report.exports["documents.csv"], newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[0]["merchant_name"] == "Corner Coffee Co" and rows[0]["total"] == "13.85"
+    assert rows[1]["invoice_number"] == "RE-2024-001" and rows[1]["merchant_name"] == ""
