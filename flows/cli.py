@@ -102,7 +102,7 @@ def run(
     max_tokens_per_batch: Annotated[int, typer.Option("--max-tokens-per-batch", help="Model extractors: stop starting documents once the batch's tokens (in + out) reach N; the rest are skipped. 0 = no cap.")] = 0,
     max_cost_per_batch: Annotated[float, typer.Option("--max-cost-per-batch", help="Model extractors: stop starting documents once the batch's cost (the block's prices) reaches this. 0 = no cap.")] = 0.0,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Model extractors: reuse the result of the same bytes with the same configuration (no tokens); --no-cache always asks the model.")] = True,
-    review_min_confidence: Annotated[float, typer.Option("--review-min-confidence", help="A document needs review when a required value was read with a confidence below this (0-1), or a validation check fails (totals, VAT, dates, currency, VAT id, IBAN); 0 = confidence not judged.")] = 0.5,
+    review_min_confidence: Annotated[float, typer.Option("--review-min-confidence", help="A document needs review when a required value was read with a confidence below this (0-1), or a validation check fails (totals, VAT, dates, currency, VAT id, IBAN); 0 = confidence not judged.")] = 0.4,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be sent to a model extractor, with a token and cost estimate per document, and send nothing.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the newest unfinished run of this same batch in --output (after a crash or kill): documents already in its checkpoint are not extracted again.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole BatchReport as JSON on stdout and nothing else.")] = False,

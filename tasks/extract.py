@@ -42,7 +42,7 @@ class ExtractOptions(BaseModel):
     max_cost: float = Field(default=0.0, ge=0, description="cost budget of the batch; 0: none")
     cache: bool = Field(default=True, description="use the result cache for extractors that offer one")
     review_min_confidence: float = Field(
-        default=0.5, ge=0, le=1, description="required values read with a lower confidence need review (tasks.review); 0: off"
+        default=0.4, ge=0, le=1, description="required values read with a lower confidence need review (tasks.review); 0: off"
     )
 
 

@@ -82,7 +82,14 @@ class ReviewPageOptions(BaseModel):
     quality: int = Field(default=70, ge=20, le=95, description="JPEG quality of the page images.")
     max_pixels: int = Field(default=50_000_000, ge=1, description="Image pages declaring more pixels are not decoded.")
     max_file_bytes: int = Field(default=100 * 1024 * 1024, ge=1, description="Documents larger than this are not read again.")
-    min_confidence: float = Field(default=0.5, ge=0, le=1, description="Values below this confidence are marked.")
+    min_confidence: float = Field(default=0.4, ge=0, le=1, description="Values below this confidence are marked.")
+    # The parse workers' limits (blocks.isolation.get_pool): the extractor's own when it has them
+    # (`with_pool_limits`), so the page renders in the very workers, and under the very caps, the
+    # batch parsed with (a user who raised max_memory_mb for large scans gets it here too).
+    timeout_s: float = Field(default=60.0, gt=0, description="A page rendering taking longer is stopped (a note instead).")
+    max_memory_mb: int | None = Field(default=256, ge=128, description="Address space of a rendering worker, in MB.")
+    recycle_after: int = Field(default=200, ge=1, description="A worker is replaced after this many documents.")
+    max_workers: int | None = Field(default=None, ge=1, description="Rendering workers at most; empty for one per CPU.")
 
 
 # --------------------------------------------------------------------------- which documents
@@ -226,9 +233,12 @@ def render(shown: Shown, source: Source, options: ReviewPageOptions, passwords: 
         if hashlib.sha256(data).hexdigest() != result.sha256:
             shown.notes.append("The document changed after it was extracted: the boxes may not match these pages.")
     pages = shown_pages(result, shown.boxes, options.pages)
-    # The parse pool's default limits, as blocks.embedded and blocks.openai_compatible use them:
-    # the same (already running) workers, no extra processes.
-    pool = get_pool(timeout_s=60.0, max_memory_mb=256, recycle_after=200)
+    # The batch's parse pool (see ReviewPageOptions.timeout_s): the same, already running workers,
+    # no extra processes.
+    pool = get_pool(
+        max_workers=options.max_workers, timeout_s=options.timeout_s, max_memory_mb=options.max_memory_mb,
+        recycle_after=options.recycle_after,
+    )
     try:
         shown.preview = pool.run(
             preview_pages, data, pages=pages, max_side=options.max_side, quality=options.quality,
@@ -278,6 +288,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .badge.needs_review { background: rgb(254, 243, 199); color: var(--warn); }
 .badge.failed { background: rgb(254, 226, 226); color: var(--fail); }
 .badge.skipped { background: #eee; color: var(--muted); }
+.badge.completed { background: rgb(220, 252, 231); color: var(--ok); }
+.badge.partially_failed { background: rgb(254, 243, 199); color: var(--warn); }
 tr.failed td.why, .error { color: var(--fail); }
 article.doc { border-top: 2px solid #d4d4da; padding: 14px 0 8px; margin-top: 12px; }
 .body { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
@@ -567,7 +579,7 @@ def publish_page(
 
     with destination.atomic_path(folder, PAGE_NAME) as path:
         with open(path, "w", encoding="utf-8", newline="\n") as out:
-            stats = write_page(out, head, results, source=source, options=options, passwords=passwords, workers=default_workers())
+            stats = write_page(out, head, results, source=source, options=options, passwords=passwords, workers=options.max_workers or default_workers())
     return destination.location(folder, PAGE_NAME), stats
 
 
@@ -593,6 +605,16 @@ def candidate_passwords(extractor: Extractor) -> list[str]:
     return [s.get_secret_value() if hasattr(s, "get_secret_value") else str(s) for s in secrets]
 
 
+def with_pool_limits(options: ReviewPageOptions, extractor: Extractor) -> ReviewPageOptions:
+    """`options` with the extractor's parse-worker limits when it parses in isolated workers (the
+    embedded extractor); other extractors (models) render pages in the default pool, as their
+    own page images are rendered (blocks.openai_compatible)."""
+    if not getattr(extractor, "isolate", False):
+        return options
+    limits = {name: getattr(extractor, name) for name in ("timeout_s", "max_memory_mb", "recycle_after", "max_workers") if hasattr(extractor, name)}
+    return options.model_copy(update=limits)
+
+
 @task(name="review-page", cache_policy=NO_CACHE, persist_result=False)
 def write_review_page(
     results: list[DocumentResult],
@@ -614,7 +636,8 @@ def write_review_page(
     logger = get_run_logger()
     try:
         location, stats = publish_page(
-            destination, folder, report, results, source=source, options=options, passwords=candidate_passwords(extractor),
+            destination, folder, report, results, source=source, options=with_pool_limits(options, extractor),
+            passwords=candidate_passwords(extractor),
         )
     except Exception as exc:  # noqa: BLE001 - the page is a view of the batch, not part of its result
         logger.warning("The review page could not be written: %s: %s", type(exc).__name__, exc)

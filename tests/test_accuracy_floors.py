@@ -69,6 +69,17 @@ FLOORS: dict[str, dict[str, int]] = {
 }
 
 
+# Receipts, through real OCR: 16/16 each on 2026-12-03; 85 % lets one OCR wobble pass and fails the second miss.
+FLOORS["sroie"] = {"merchant_name": 85, "date": 85, "total": 85}
+
+# The number of a set's documents that end needs_review may not grow: today's count, plus one
+# document where a set's flags come from OCR or the layout (sroie, invoice2data, azure);
+# zugferd-embedded and xml-rechnung are flagged mostly for their sample VAT ids (DE123456789 fails its
+# check digits), invoice2data's coolblue1 for a VAT the layout misreads, two receipts for merchant
+# names OCR was unsure of.
+REVIEW_CEILINGS = {"zugferd-embedded": 5, "xml-rechnung": 8, "invoice2data": 2, "azure": 1, "sroie": 3}
+
+
 @pytest.fixture(scope="module")
 def measured() -> dict[str, dict[str, dict[str, float | int]]]:
     return rates(score(corpus_cases()))
@@ -87,5 +98,12 @@ def test_hit_rates_stay_above_their_floors(measured: dict, name: str) -> None:
 def test_with_embedded_xml_the_zugferd_sets_are_exact() -> None:
     table = rates(score(corpus_cases(("zugferd-embedded", "xml-rechnung")), embedded_xml=True))
     for name in ("zugferd-embedded", "xml-rechnung"):
-        assert {field: row["percent"] for field, row in table[name].items()} == {field: 100.0 for field in table[name]}, name
+        hits = {field: row["percent"] for field, row in table[name].items() if field != "needs_review"}
+        assert hits == {field: 100.0 for field in hits}, name
     assert set(CORE) <= set(table["xml-rechnung"])
+
+
+@pytest.mark.parametrize("name", sorted(REVIEW_CEILINGS))
+def test_needs_review_stays_under_its_ceiling(measured: dict, name: str) -> None:
+    flagged = measured[name]["needs_review"]["hits"]
+    assert flagged <= REVIEW_CEILINGS[name], f"{name}: {flagged} of {measured[name]['needs_review']['n']} need review"
