@@ -271,6 +271,50 @@ def test_every_document_is_listed_and_what_is_left_out_is_said(opened: Opened) -
     assert "not extracted" in page.locator("#d2").inner_text()
 
 
+def test_a_large_batch_lists_every_document_and_details_those_needing_review_first(tmp_path: Path) -> None:
+    """10,000 documents stream through (a generator, read once): every one gets its table row;
+    details go to `documents` of them, the ones needing review first, then input order."""
+    import io as _io
+
+    from tasks.review_page import write_page
+
+    total, flagged = 10_000, [4_321, 9_999]
+    now = datetime.now(timezone.utc)
+
+    def results() -> Any:
+        for n in range(total):
+            review = "needs_review" if n in flagged else "ok"
+            yield DocumentResult(
+                ref=DocumentRef(index=n, uri=str(tmp_path / f"doc-{n:05d}.pdf"), name=f"doc-{n:05d}.pdf", size=1, fingerprint="x"),
+                status="succeeded", pages=1, fields={"invoice_number": f"N-{n}"}, review=review,
+                review_reasons=["The required field issue_date is missing."] if n in flagged else [],
+            )
+
+    head = BatchReport(
+        name="large", source=str(tmp_path), status="completed", message="", progress=100.0, started=now, finished=now, duration_s=1.0,
+        totals=BatchTotals(total=total, succeeded=total, needs_review=len(flagged)), extractor="embedded",
+        needs_review=[ReviewNote(index=n, file=f"doc-{n:05d}.pdf", reasons=["The required field issue_date is missing."]) for n in flagged],
+    )
+    out = _io.StringIO()
+    stats = write_page(out, head, results(), source=LocalDirectory(path=str(tmp_path)), options=ReviewPageOptions(documents=3, pages=1))
+    html = out.getvalue()
+    assert (stats.documents, stats.detailed, stats.images) == (total, 3, 0)
+    assert html.count("<tr class=\"succeeded\">") == total and "doc-09998.pdf" in html
+    assert [part.split('"', 1)[0] for part in html.split("<article class=\"doc\" id=\"")[1:]] == ["d4321", "d9999", "d0"]
+    assert "9997 of 10000 document(s) are listed in the table only" in html
+    assert html.count("cannot be read again") == 3  # the files do not exist: values without images, and a note
+    assert len(html.encode()) < 400 * total  # a few hundred bytes a row
+
+
+def test_the_page_renders_in_the_extractors_own_parse_workers() -> None:
+    from blocks.embedded import EmbeddedExtractor
+    from tasks.review_page import with_pool_limits
+
+    options = with_pool_limits(ReviewPageOptions(), EmbeddedExtractor(max_memory_mb=512, timeout_s=30, max_workers=1))
+    assert (options.max_memory_mb, options.timeout_s, options.max_workers, options.recycle_after) == (512, 30.0, 1, 200)
+    assert with_pool_limits(ReviewPageOptions(), EmbeddedExtractor(isolate=False)) == ReviewPageOptions()
+
+
 def test_the_page_on_s3_opens_from_its_presigned_url(batch: Batch, s3_endpoint: str) -> None:
     import boto3
 
@@ -300,18 +344,30 @@ def test_a_batch_writes_the_page_and_links_it_from_its_flow_run(prefect_api: str
     from tests.conftest import copy_into
     from tests.test_batch_flow import read_artifacts
 
+    from flows.retry import retry_failed
+
     copy_into(tmp_path / "in", corpus("invoice2data", "compare", "AmazonWebServices", "AmazonWebServices.pdf"),
               corpus("invoice2data", "compare", "Orlen", "Orlen.txt"))
+    (tmp_path / "in" / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >>\ntruncated")
     report = extract_batch(
         source=str(tmp_path / "in"), batch_name="review page batch",
         extraction=ExtractionSettings(retry_backoff_s=0), export=ExportSettings(output_dir=str(tmp_path / "out")),
     )
+    assert report.totals.failed == 1
     page = Path(report.output_dir) / PAGE_NAME
     html = page.read_text(encoding="utf-8")
-    assert html.count("<tr class=\"succeeded\">") == 2 and html.count("data:image/jpeg;base64,") == 1
+    assert html.count("<tr class=\"succeeded\">") == 2 and html.count("<tr class=\"failed\">") == 1
+    assert html.count("data:image/jpeg;base64,") == 1  # the PDF's one page; the failed PDF is not rendered again
     assert html.count("class=\"box") >= 3  # the layout path's boxes, drawn on the PDF's page
     link = read_artifacts(report.flow_run_id)[LINK_KEY]
     assert link.data == f"[{PAGE_NAME}]({page.as_uri()})"  # Prefect stores a link artifact as markdown
+
+    # retry-failed writes its own batch folder, with its own page and link
+    again = retry_failed(batch=report.flow_run_id)
+    assert again.output_dir != report.output_dir and again.totals.failed == 1
+    retried = Path(again.output_dir) / PAGE_NAME
+    assert retried.read_text(encoding="utf-8").count("data:image/jpeg;base64,") == 1
+    assert read_artifacts(again.flow_run_id)[LINK_KEY].data == f"[{PAGE_NAME}]({retried.as_uri()})"
 
     off = extract_batch(
         source=str(tmp_path / "in"), export=ExportSettings(output_dir=str(tmp_path / "out2"), formats=["csv"]),
