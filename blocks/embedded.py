@@ -133,6 +133,8 @@ class EmbeddedExtractor(Extractor):
     )
 
     _digest: tuple[str, str] | None = PrivateAttr(default=None)
+    # set by a model extractor reading text through this one: the words come back with the text
+    _keep_words: bool = PrivateAttr(default=False)
 
     @property
     def output_fields(self) -> list[str]:
@@ -183,6 +185,7 @@ class EmbeddedExtractor(Extractor):
             "ocr_max_pages": self.ocr_max_pages,
             "max_pixels": self.max_pixels,
             "document_schema": self.document_schema,
+            "keep_words": self._keep_words,
         }
         if not self.isolate:
             return parse_document(name, data, {**settings, "ocr_here": self.ocr})

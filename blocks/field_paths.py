@@ -56,7 +56,7 @@ def extract_fields(document: ReadDocument, data: bytes, settings: Any) -> Fields
 
             text_words, document.page_sizes = pdf_words(data, settings.get("passwords"))
             document.words = sorted([*text_words, *document.words], key=lambda word: word.page)
-    reader = _reader_of(document)
+    reader = reader_of(document)
     languages = settings.get("languages") or None
     wanted = settings.get("document_schema", "auto")
     from blocks.receipts import fill_receipt, looks_like_receipt
@@ -166,7 +166,7 @@ def _from_templates(
     )
 
 
-def _reader_of(document: ReadDocument) -> str | None:
+def reader_of(document: ReadDocument) -> str | None:
     """'ocr' when OCR read all of the text, 'pdfium+ocr' for a PDF with some scanned pages."""
     if document.ocr_pages:
         return "ocr" if len(document.ocr_pages) >= (document.pages or 1) else "pdfium+ocr"

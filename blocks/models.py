@@ -103,6 +103,12 @@ class Extraction(BaseModel):
         default=None, description="Which schema `fields` follow: 'invoice', 'receipt', or a custom schema's title."
     )
     ocr: bool = Field(default=False, description="True when some of the text was read by OCR (images, pages without a text layer).")
+    words: list[tuple[Any, ...]] | None = Field(
+        default=None, exclude=True,
+        description="Positioned words (blocks.document.Word) and `page_sizes`, only when a model extractor asks the "
+        "text reading for them, to box its answers; never stored or exported.",
+    )
+    page_sizes: list[tuple[float, float]] | None = Field(default=None, exclude=True)
     ocr_engine: str | None = Field(default=None, description="The OCR engine and version that read it, e.g. 'rapidocr 3.10.0'.")
 
 

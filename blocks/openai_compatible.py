@@ -31,8 +31,9 @@ other values the first non-empty one, with a warning naming the field when parts
 merged fields are validated against the batch's schema once more. Tokens are summed over all
 requests. A server that still refuses a request as longer than its context gets the document
 split again at a lower characters-per-token figure (`OVERFLOW_FACTOR`), which the block then
-keeps for that endpoint and model. Every result's fields get their provenance
-(`blocks.provenance`) from the page texts, split or not.
+keeps for that endpoint and model. Every result's fields get their provenance from the
+document's text, split or not, with the box of their words where the text reading had positioned
+words (PDF pages, OCR'd pages and images): `blocks.source_provenance`, kind 'model'.
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ from pydantic import Field, SecretStr, field_validator
 from blocks.errors import DocumentError
 from blocks.schema_extractor import SchemaExtractor
 from blocks.models import ErrorKind, Extraction
-from blocks.provenance import provenance_for, to_json
 
 FORMS = ("json_schema", "json_object_schema", "json_object", "none")
 # Characters per token for estimates (dry run, tokens-per-minute limits): about 4 for English and
@@ -279,7 +279,7 @@ class OpenAICompatibleExtractor(SchemaExtractor):
             fields=fields, text=read.text, pages=read.pages, media_type=read.media_type,
             warnings=warnings, fields_source=f"model:{self.model}", reader=read.reader or "text",
             tokens_in=usage.tokens_in, tokens_out=usage.tokens_out,
-            provenance=to_json(provenance_for(fields, plan.pages, paged=plan.paged)),
+            provenance=self._provenance(fields, read),
         )
 
     def _chars_per_token(self) -> float:
@@ -395,8 +395,27 @@ class OpenAICompatibleExtractor(SchemaExtractor):
         """The document's text as the embedded extractor reads it (its isolated workers and limits)."""
         from blocks.embedded import EmbeddedExtractor
 
-        reader = EmbeddedExtractor(max_pages=self.max_pages, extract_fields=False, embedded_xml=False, passwords=self.passwords)
+        # scans and images are read by OCR, unless the model is sent the page images: it reads them itself
+        reader = EmbeddedExtractor(
+            max_pages=self.max_pages, extract_fields=False, embedded_xml=False, passwords=self.passwords,
+            ocr=not self.page_images,
+        )
+        reader._keep_words = True  # the answers are boxed with them (_provenance)
         return reader.extract(name, data)
+
+    def _provenance(self, fields: dict[str, Any], read: Extraction) -> dict[str, Any] | None:
+        """Where each answered value stands in the document's text, with the box of its words
+        (`blocks.source_provenance`, kind 'model'): page, text, offsets, box and confidence."""
+        from blocks.document import PageSize, ReadDocument, Word
+        from blocks.field_paths import FieldsOutcome
+        from blocks.source_provenance import provenance_of
+
+        document = ReadDocument(
+            text=read.text, pages=read.pages, media_type=read.media_type,
+            words=[Word(*word) for word in read.words or []],
+            page_sizes=[PageSize(*size) for size in read.page_sizes or []],
+        )
+        return provenance_of(document, FieldsOutcome(fields, f"model:{self.model}"))
 
     def _instructions(self, target: Any) -> str:
         parts = [SYSTEM_PROMPT]

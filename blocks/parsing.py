@@ -36,6 +36,7 @@ class ParseSettings(TypedDict, total=False):
     ocr_max_pages: int  # pages read by OCR at most per document
     max_pixels: int  # an image page with more pixels fails as too_large before it is decoded
     document_schema: str  # 'auto' (a receipt when it looks like one, else an invoice), 'invoice' or 'receipt'
+    keep_words: bool  # return the positioned words and page sizes (a model extractor boxes its answers with them)
 
 
 def parse_document(name: str, data: bytes, settings: ParseSettings) -> Extraction:
@@ -49,8 +50,14 @@ def parse_document(name: str, data: bytes, settings: ParseSettings) -> Extractio
     if document.ocr_pages:
         from blocks.ocr import engine_name
 
+        from blocks.field_paths import reader_of
+
         extraction.ocr = True
         extraction.ocr_engine = engine_name()
+        extraction.reader = reader_of(document)  # 'ocr' or 'pdfium+ocr'; the fields' path may say more
+    if settings.get("keep_words"):
+        extraction.words = [tuple(word) for word in document.words]
+        extraction.page_sizes = [(size.width, size.height) for size in document.page_sizes]
     if settings.get("extract_fields", True):
         outcome = extract_fields(document, data, settings)
         extraction.fields = outcome.fields
@@ -75,7 +82,7 @@ def read_document(name: str, data: bytes, settings: ParseSettings) -> ReadDocume
             max_pages=settings.get("max_pages", 2000),
             passwords=settings.get("passwords", []),
             # with templates, words are read only if no template matches (blocks.field_paths)
-            words=settings.get("extract_fields", True) and not settings.get("templates"),
+            words=(settings.get("extract_fields", True) and not settings.get("templates")) or settings.get("keep_words", False),
             attachments=settings.get("embedded_xml", True),
             ocr=_ocr_mode(settings),
             ocr_max_pages=settings.get("ocr_max_pages", 50),

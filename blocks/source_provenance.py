@@ -11,6 +11,10 @@ function, `provenance_of`, covers every path by what the fields came from:
   `lines` block as `lines.<group>`); the value is located in the text.
 - **layout and the rest** (`layout`, receipts, …): the value is located in the text; among its
   first occurrences the one a label of its field stands next to is taken.
+- **model** (`model:<name>`): a model extractor's answer, located in the text the model was sent
+  (its first occurrence), with the box of its words; confidence is the text match times OCR.
+  Called in the batch process with the words the text reading brought back
+  (`Extraction.words`), since the model answers after the parse worker is done.
 
 Locating is `blocks.provenance`'s text search on the page texts. A located value on a page
 with positioned words (PDFium's, in PDF points, or OCR's, in pixels) gets a `box`: the union of
@@ -208,7 +212,12 @@ class _Finder:
     def __init__(self, document: ReadDocument, source: str, data: bytes | None, passwords: list[str] | None) -> None:
         self.document = document
         self.source = source
-        self.kind = "xml" if source in ("xml", "embedded-xml") else "template" if source.startswith("template:") else "layout"
+        self.kind = (
+            "xml" if source in ("xml", "embedded-xml")
+            else "template" if source.startswith("template:")
+            else "model" if source.startswith("model:")
+            else "layout"
+        )
         self.paged = document.pages is not None and document.media_type not in (sniff.XLSX, sniff.XLSM)
         text = document.text or ""
         self.pages = text.split("\f") if self.paged else [text]
@@ -301,6 +310,8 @@ class _Finder:
             return found.model_copy(update={"template_field": field, "confidence": _round((found.score or 0) * ocr)})
         if found is None:
             return None
+        if self.kind == "model":  # a model says no more than what it answered: how well the text matches it
+            return found.model_copy(update={"confidence": _round((found.score or 0) * ocr)})
         factor = LABELLED if leaf.labelled else UNLABELLED
         return found.model_copy(update={"confidence": _round(factor * (found.score or 0) * ocr)})
 

@@ -38,6 +38,7 @@ from blocks.openai_compatible import (
     merge_answers,
     split_pages,
 )
+from blocks import readers
 from blocks.provenance import Box, Provenance, from_json, locate, provenance_for, to_json
 from tests.openai_server import Script, model_answer, openai_server, pages_seen
 from tests.test_cli import docbatch
@@ -236,7 +237,14 @@ def test_a_short_document_is_one_request_as_before_with_provenance(tmp_path: Pat
     assert not any("parts" in w for w in out.warnings)
     start = out.text.index("Acme GmbH")  # on page 1: 'PURCHASE ORDER\npo_number: PO-77\nsupplier: Acme GmbH'
     assert start == 42
-    assert out.provenance["supplier"] == {"page": 1, "text": "Acme GmbH", "start": 42, "end": 51, "match": "exact", "score": 1.0}
+    supplier = out.provenance["supplier"]
+    box = supplier.pop("box")
+    assert supplier == {"page": 1, "text": "Acme GmbH", "start": 42, "end": 51, "match": "exact", "score": 1.0, "confidence": 1.0}
+    # the box of its words on the page (PDF points, top-left origin): on the third line, right of 'supplier:'
+    words = {w.text: w for w in readers.read_pdf(make_pdf(PAGES[:2]), max_pages=10).words if w.page == 1}
+    assert (box["page_width"], box["page_height"]) == (595.0, 842.0)
+    assert box["x"] == pytest.approx(words["Acme"].x0, abs=0.01) and box["y"] == pytest.approx(words["Acme"].top, abs=0.01)
+    assert box["x"] + box["w"] == pytest.approx(words["GmbH"].x1, abs=0.01)
 
 
 def test_a_text_without_pages_longer_than_the_context_is_split_by_characters(tmp_path: Path) -> None:
