@@ -40,7 +40,12 @@ def page_words(page: Any, textpage: Any, page_number: int) -> tuple[list[Word], 
     rect = raw.FS_RECTF()
     p_rect = ctypes.byref(rect)
     get_box = raw.FPDFText_GetLooseCharBox  # font-based boxes: one height for a whole line
-    # rotated pages: PDFium's char boxes are in page space; the page's own rotation is ignored here
+    # PDFium's char boxes are in page space; a page with /Rotate is shown (and rendered) turned,
+    # and `get_size` gives its displayed size: boxes are mapped to that displayed page
+    # Characters are grouped on the displayed page, as a person reads it: a landscape page stored
+    # portrait with /Rotate 90 reads left to right there (text printed sideways on the displayed
+    # page, rarer, splits into letters instead).
+    turn = _display_transform(page, width, height) if page.get_rotation() else None
 
     words: list[Word] = []
     chars: list[str] = []
@@ -62,8 +67,14 @@ def page_words(page: Any, textpage: Any, page_number: int) -> tuple[list[Word], 
             continue
         if not get_box(handle, index, p_rect):
             continue
-        x0, x1 = rect.left, rect.right
-        y0, y1 = height - rect.top, height - rect.bottom
+        if turn is None:
+            x0, x1 = rect.left, rect.right
+            y0, y1 = height - rect.top, height - rect.bottom
+        else:
+            a, b, c, d, e, f = turn
+            xs = (a * rect.left + c * rect.bottom + e, a * rect.right + c * rect.top + e)
+            ys = (b * rect.left + d * rect.bottom + f, b * rect.right + d * rect.top + f)
+            x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
         h = y1 - y0
         if h <= 0.01:  # zero-height glyph boxes (some fonts): fall back to a nominal height
             h = 1.0
@@ -86,6 +97,26 @@ def page_words(page: Any, textpage: Any, page_number: int) -> tuple[list[Word], 
         last_x1 = x1
     flush()
     return reading_order(words), size
+
+
+def _display_transform(page: Any, width: float, height: float) -> tuple[float, ...]:
+    """(a, b, c, d, e, f) mapping page space (x, y) to the displayed page in points, origin top-left:
+    (a·x + c·y + e, b·x + d·y + f). Read from PDFium's own page-to-device mapping (which applies
+    /Rotate) at 100 device units a point, from three points."""
+    from pypdfium2 import raw
+
+    scale = 100
+    size_x, size_y = int(round(width * scale)), int(round(height * scale))
+    dx, dy = ctypes.c_int(), ctypes.c_int()
+
+    def device(x: float, y: float) -> tuple[float, float]:
+        raw.FPDF_PageToDevice(page.raw, 0, 0, size_x, size_y, 0, x, y, ctypes.byref(dx), ctypes.byref(dy))
+        return dx.value / scale, dy.value / scale
+
+    ox, oy = device(0.0, 0.0)
+    x1, y1 = device(1000.0, 0.0)
+    x2, y2 = device(0.0, 1000.0)
+    return ((x1 - ox) / 1000, (y1 - oy) / 1000, (x2 - ox) / 1000, (y2 - oy) / 1000, ox, oy)
 
 
 def reading_order(words: list[Word]) -> list[Word]:

@@ -135,3 +135,23 @@ def test_zip_that_is_not_office_and_binary_noise() -> None:
     with pytest.raises(DocumentError) as raised:
         EmbeddedExtractor().extract("blob.txt", bytes(range(256)) * 4)
     assert raised.value.kind == ErrorKind.unsupported
+
+
+def test_a_rotated_page_gives_words_and_boxes_of_the_page_as_displayed() -> None:
+    """A landscape page stored portrait with /Rotate 90: its words read left to right, and each
+    box lies on the word's ink in the page as rendered (the review page draws them there)."""
+    import pypdfium2 as pdfium
+
+    from blocks.readers import read_pdf
+
+    data = corpus("nasty-inputs", "real-world-text-pdfs", "pdfplumber_senate-expenditures.pdf").read_bytes()
+    document = read_pdf(data, max_pages=10)
+    page = pdfium.PdfDocument(data)[0]
+    assert page.get_rotation() == 90
+    words = [w for w in document.words if w.page == 1]
+    assert [w.text for w in words[:4]] == ["DOCUMENT", "NO.", "DATE", "PAYEE"]
+    image = page.render(scale=2).to_pil().convert("L")
+    assert image.size == (round(document.page_sizes[0].width * 2), round(document.page_sizes[0].height * 2))
+    for word in words[:60]:
+        ink = image.crop((int(word.x0 * 2), int(word.top * 2), int(word.x1 * 2) + 1, int(word.bottom * 2) + 1))
+        assert min(ink.get_flattened_data()) < 120, word
