@@ -82,6 +82,7 @@ def run(
         Optional[list[str]],
         typer.Option("--format", "-f", help="Export format, repeatable: json, jsonl, csv, xlsx, parquet, review (review.html). Default: all. report.json is always written."),
     ] = None,
+    review_page_documents: Annotated[int, typer.Option("--review-page-documents", help="review.html shows the pages, with each value's box, of at most this many documents (those needing review first); every document is in its table. 0: table only.")] = 100,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Documents extracted at the same time (1-64).")] = 4,
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Batch name, also the Prefect flow run name. Default: 'Batch YYYY-MM-DD HH:mm'.")] = None,
     include: Annotated[Optional[list[str]], typer.Option("--include", "-i", help="Glob a file must match, repeatable, e.g. '*.pdf'.")] = None,
@@ -124,7 +125,9 @@ def run(
             max_tokens_per_batch=max_tokens_per_batch, max_cost_per_batch=max_cost_per_batch, cache=cache,
             review_min_confidence=review_min_confidence,
         )
-        export = ExportSettings(output_dir=output, formats=formats if formats else list(ExportFormat))
+        export = ExportSettings(
+            output_dir=output, formats=formats if formats else list(ExportFormat), review_page_documents=review_page_documents
+        )
         if not 1 <= concurrency <= 64:
             raise typer.BadParameter("must be between 1 and 64", param_hint="--concurrency")
         if max_documents < 0:

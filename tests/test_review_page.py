@@ -374,3 +374,24 @@ def test_a_batch_writes_the_page_and_links_it_from_its_flow_run(prefect_api: str
     )
     assert not (Path(off.output_dir) / PAGE_NAME).exists() and LINK_KEY not in read_artifacts(off.flow_run_id)
 
+
+
+def test_the_cli_sets_how_many_documents_the_page_details(cli_env: dict[str, str], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    source = tmp_path / "in"
+    source.mkdir()
+    shutil.copy(corpus("invoice2data", "compare", "free_fiber", "free_fiber.pdf"), source / "free_fiber.pdf")
+    pages = {}
+    for count in (0, 1):
+        out = tmp_path / f"out{count}"
+        done = subprocess.run(
+            [sys.executable, "-m", "flows.cli", "run", str(source), "-o", str(out), "-f", "review", "--json",
+             "--review-page-documents", str(count)],
+            env=cli_env, capture_output=True, text=True, timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        pages[count] = next(out.glob("*/review.html")).read_text(encoding="utf-8")
+    assert "free_fiber.pdf" in pages[0] and "data:image/jpeg" not in pages[0]  # the table only
+    assert "data:image/jpeg" in pages[1]
