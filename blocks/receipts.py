@@ -21,7 +21,19 @@ total, cash, change) and a payment line. The rules below read that shape from th
   time of day (HH:MM, with seconds and AM/PM when printed).
 - **currency**: the first currency mark or code printed (RM -> MYR, € -> EUR ...), else None.
 - **payment_method**: the first payment word (cash, visa, mastercard, card ...) after the total.
-- **line_items**: not read (an empty list): till layouts vary too much for one offline rule.
+- **line_items**: read only when the receipt prints an item table: a header row naming at least
+  an amount or price column and a description or quantity column ('Item Qty U/P Amount',
+  'Description Price Total'...). The rows between it and the total line that end in an amount
+  (a separate number, optionally with a currency mark before and a tax code after: 'RM5.60SR',
+  '13.76 S', '2.07-' for a discount) are items, except labelled lines (subtotals, tax, rounding,
+  discount, cash, change, balance...). The last amount is the line's total; a quantity and unit
+  price are the two other numbers whose product is the total (else the unit price is a second
+  amount equal to the total, with quantity 1). A row without a name of its own (an item code
+  and numbers) takes the text line(s) printed under it, or the one above it when the table
+  prints names first (decided once per table, from its first nameless row); a row holding a
+  single amount that is the unit price of the nameless row under it is that row's name line
+  (an item printed on two rows). Receipts without an item table get no line items: a guess
+  would only raise a false `line_items.sum` failure in validation.
 
 `looks_like_receipt` counts receipt marks (a payment at a till: cash/change/tendered/card; a
 till: cashier/salesperson; thank you/come again; 'receipt'; a time of day; table/pax) against
@@ -132,6 +144,7 @@ def fill_receipt(document: ReadDocument, languages: list[str] | None = None) -> 
     order = "MDY" if result["currency"] == "USD" else None
     result["date"], result["time"] = _date_time(lines, languages, order)
     result["payment_method"] = _payment(lines, total_at)
+    result["line_items"] = _line_items(lines, total_at)
     return result
 
 
@@ -209,9 +222,9 @@ def _total(lines: list[str]) -> tuple[int | None, float | None]:
 
 def _tax(lines: list[str]) -> float | None:
     for line in lines:
-        if not _TAX_WORD.search(line) or _INCLUSIVE.search(line) or re.search(r"\b(?:id|reg|no|summary|code)\b", line, re.I):
+        if not _TAX_WORD.search(line) or _INCLUSIVE.search(line) or re.search(r"\b(?:id|reg|no|summary|code|excl\w*|before)\b", line, re.I):
             continue
-        if _TOTAL.search(line) and not re.search(r"total\s+(?:gst|vat|sst|tax)", line, re.I):
+        if _TOTAL.search(line) and not re.search(r"total\s+(?:gst|vat|sst|tax)|(?:gst|vat|sst|tax)\s+(?:payable|due|amount)", line, re.I):
             continue
         amounts = _amounts(line)
         if len(amounts) == 1:
@@ -257,3 +270,135 @@ def _payment(lines: list[str], total_at: int | None) -> str | None:
                 if pattern.search(line):
                     return method
     return None
+
+
+# ---------------------------------------------------------------------------- line items
+
+_HEADER_ROLES = {
+    "description": re.compile(r"^(?:item|items|description|desc|descr\w*|product|article|particulars|code&desc|name)$", re.I),
+    "quantity": re.compile(r"^(?:qty|quantity|qt[yv]|cty|pcs|iss|sale)$", re.I),
+    "price": re.compile(r"^(?:price|u/?p|u\.p\.?|s/price|u\.price|unit|rsp|rate|each|@)$", re.I),
+    "amount": re.compile(r"^(?:amount|amt|amou\w*|total|amt\(rm\)|amount\(rm\)|rm|value)$", re.I),
+}
+# a separate money token: an optional currency mark, the number with two decimals, an optional
+# trailing minus (a discount) and an optional tax code glued to it ('RM5.60SR', '2.07-')
+# other words of a header row: tax code, discount, currency columns, OCR's fragments of them
+_HEADER_OTHER = re.compile(r"^(?:tax|code|cod|disc\w*|exc|d|gst|rm|\(rm\)|no|#|s/no|%|\W+)$", re.I)
+_MONEY_TOKEN = re.compile(r"^(?P<mark>RM|[$€£]|[A-Z]{3})?(?P<num>-?\d{1,3}(?:,\d{3})*\.\d{2}|-?\d+\.\d{2})(?P<minus>-)?[A-Z]{0,2}$")
+_INT_TOKEN = re.compile(r"^\d{1,3}(?:\.\d{1,3})?$")
+_ITEM_LABEL = re.compile(
+    r"\b(?:sub\s*-?\s*total|subtotal|total|tot|rounding|round\w*|discount|disc|gst|vat|sst|tax|service charge|cash|"
+    r"change|tendered|balance|saving\w*|points?|deposit|adj\w*|settled|paid|payment|tips?|supplies|qty\s*:|"
+    r"excl\w*|incl\w*|summary)\b",
+    re.I,
+)
+_NAME_WORD = re.compile(r"^[^\W\d_]{2,}(?:[.'&/-][^\W\d_]*)*[.,]?$|^(?:[^\W\d_]\.){2,}[^\W\d_]?\.?$")
+
+
+def _header_at(lines: list[str], end: int) -> int | None:
+    """The index of the item table's header row before `end`, or None."""
+    previous: set[str] = set()  # a header may take two rows ('Description' over 'Unit Price ... Amount')
+    for index, line in enumerate(lines[:end]):
+        roles = _header_roles(line)
+        if not roles:
+            previous = set()
+            continue
+        both = roles | previous
+        if both & {"amount", "price"} and both & {"description", "quantity"}:
+            return index
+        previous = roles
+    return None
+
+
+def _header_roles(line: str) -> set[str] | None:
+    """The column roles a header row names, or None for a row with digits or a word that heads no
+    column ('Vege item' is an item's name, 'Description' or 'Unit Price Amount Tax' a header)."""
+    tokens = [t.strip(":()") for t in line.split() if t.strip(":()")]
+    if not tokens or any(re.search(r"\d", t) for t in tokens):
+        return None
+    roles = set()
+    unknown = 0
+    for token in tokens:
+        role = next((r for r, pattern in _HEADER_ROLES.items() if pattern.match(token)), None)
+        if role:
+            roles.add(role)
+        elif not _HEADER_OTHER.match(token):
+            unknown += 1
+    return roles if roles and unknown <= len(roles) // 2 else None
+
+
+def _row(line: str) -> dict[str, Any] | None:
+    """A table row's numbers and name, or None when it holds no separate amount."""
+    tokens = line.split()
+    money = [(i, m) for i, t in enumerate(tokens) if (m := _MONEY_TOKEN.match(t))]
+    if not money:
+        return None
+    values = [float(m.group("num").replace(",", "")) * (-1 if m.group("minus") else 1) for _, m in money]
+    first = money[0][0]
+    if first and tokens[first - 1].endswith(":"):
+        return None  # 'Label: 1.00' is a labelled value, not an item
+    words = [t for t in tokens[:first] if re.search(r"[^\W\d_]", t) and t.upper() not in CURRENCY_MARKS]
+    name = " ".join(words) if any(_NAME_WORD.match(w) for w in words) else None
+    counts = [float(t) for t in tokens if _INT_TOKEN.match(t) and not _MONEY_TOKEN.match(t)]
+    total = values[-1]
+    item: dict[str, Any] = {"name": name, "quantity": None, "unit_price": None, "total": total}
+    numbers = [*counts, *values[:-1]]
+    for quantity in numbers:
+        for price in values[:-1]:
+            if price is not quantity and quantity > 0 and abs(quantity * price - total) < 0.015:
+                item["quantity"], item["unit_price"] = quantity, price
+                return item
+    if any(abs(v - total) < 0.005 for v in values[:-1]) and total:
+        item["quantity"], item["unit_price"] = 1.0, total
+    return item
+
+
+def _line_items(lines: list[str], total_at: int | None) -> list[dict[str, Any]]:
+    if total_at is None:
+        return []
+    header = _header_at(lines, total_at)
+    if header is None:
+        return []
+    body = [line for line in lines[header + 1 : total_at] if not _header_roles(line)]
+    rows: list[tuple[dict[str, Any] | None, str]] = []
+    for line in body:
+        if _ITEM_LABEL.search(line):
+            rows.append((None, ""))  # a labelled line (subtotal, tax...) ends what a row may take as its name
+            continue
+        rows.append((_row(line), line))
+    # an item printed on two rows: a name and its unit price, then the quantity and the line amount
+    for index in range(len(rows) - 1):
+        row, nxt = rows[index][0], rows[index + 1][0]
+        if row and nxt and row["name"] and not nxt["name"] and row["total"] == nxt["unit_price"] and row["quantity"] is None:
+            nxt["name"] = row["name"]
+            rows[index] = (None, "")
+    names_first = None
+    for index, (row, _) in enumerate(rows):
+        if row and not row["name"]:
+            above = rows[index - 1] if index else (None, "")
+            names_first = above[0] is None and bool(_text_name(above[1]))
+            break
+    items = []
+    for index, (row, _) in enumerate(rows):
+        if row is None:
+            continue
+        if not row["name"]:
+            if names_first:
+                row["name"] = _text_name(rows[index - 1][1]) if index and rows[index - 1][0] is None else None
+            else:
+                parts = []
+                for below, text in rows[index + 1 : index + 3]:
+                    if below is not None or not _text_name(text):
+                        break
+                    parts.append(_text_name(text))
+                row["name"] = " ".join(parts) or None
+        items.append(row)
+    return items
+
+
+def _text_name(line: str) -> str | None:
+    """A text-only line that can be an item's name (letters, not a label), else None."""
+    line = line.strip()
+    if not line or _ITEM_LABEL.search(line) or not any(_NAME_WORD.match(w) for w in line.split()):
+        return None
+    return line

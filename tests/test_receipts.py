@@ -57,6 +57,66 @@ def test_a_us_receipt_fills_the_receipt_schema() -> None:
     assert fields["line_items"] == []
 
 
+TABLE_RECEIPT = """\
+KEDAI RUNCIT MAJU SDN BHD
+(123456-A)
+LOT 5, JALAN MAWAR 2, 43000 KAJANG
+CASH RECEIPT
+Date: 17/03/2018        Time: 15:02:00
+Cashier: USER
+Item          Qty    U/P     Amount  Tax
+100088         3     2.50      7.50  SR
+COOKING OIL 1KG
+200417         1    12.90     12.90  SR
+RICE 5KG
+  DISCOUNT                      0.00
+  Sub Total:                   20.40
+  GST Payable:                  1.22
+  Rounding:                    -0.02
+  TOTAL:                       21.60
+  CASH:                        50.00
+  CHANGE:                      28.40
+"""
+
+TWO_ROW_ITEMS = """\
+SUSHI KING SDN BHD
+No 1, Jalan Dutamas, 50480 KL
+Date: 20/10/2016 Time: 3:08:19PM
+Description
+Unit Price   Unit   Discount   Amount   Tax
+ALACARTE SUSHI 2.80
+RM2.80   2   0.00   RM5.60SR
+ALACARTE SUSHI 1.80
+RM1.80   2   0.00   RM3.60 SR
+Total Excl GST          RM9.20
+GST:                    RM0.55
+Total Sales:            RM9.75
+Tendered:              RM10.00
+Change:                 RM0.25
+"""
+
+
+def test_an_item_table_gives_line_items_with_names_under_their_codes() -> None:
+    fields = fill_receipt(doc(TABLE_RECEIPT))
+    assert fields["line_items"] == [
+        {"name": "COOKING OIL 1KG", "quantity": 3.0, "unit_price": 2.5, "total": 7.5},
+        {"name": "RICE 5KG", "quantity": 1.0, "unit_price": 12.9, "total": 12.9},
+    ]  # the discount, subtotal and the rest are labelled lines, not items
+    assert (fields["total"], fields["tax"], fields["currency"]) == (21.6, 1.22, None)  # 'GST Payable' is the tax
+
+
+def test_an_item_printed_on_two_rows_is_one_line_item() -> None:
+    fields = fill_receipt(doc(TWO_ROW_ITEMS))
+    assert [(i["name"], i["quantity"], i["unit_price"], i["total"]) for i in fields["line_items"]] == [
+        ("ALACARTE SUSHI", 2.0, 2.8, 5.6), ("ALACARTE SUSHI", 2.0, 1.8, 3.6),
+    ]
+    assert (fields["total"], fields["tax"], fields["time"]) == (9.75, 0.55, "15:08:19")
+
+
+def test_without_an_item_table_no_line_items_are_guessed() -> None:
+    assert fill_receipt(doc("SHOP LTD\nCASH\nCashier: A\nCoffee 3.50\nTOTAL 3.50\nCASH 5.00\nCHANGE 1.50\n"))["line_items"] == []
+
+
 def test_an_invoice_is_not_taken_for_a_receipt() -> None:
     assert not looks_like_receipt(doc(INVOICE))
     # 'Receipt No.' and 'thank you' alone (a statement, an invoice) are no till receipt
@@ -102,12 +162,23 @@ def test_a_batch_of_receipts_and_invoices_exports_both_schemas(tmp_path: Path) -
     source = tmp_path / "in"
     source.mkdir()
     (source / "a-receipt.txt").write_text(US_RECEIPT)
+    (source / "c-receipt.txt").write_text(TABLE_RECEIPT)
     (source / "b-invoice.txt").write_text(INVOICE)
     report = extract_batch(
         source=str(source), extraction=ExtractionSettings(), export=ExportSettings(output_dir=str(tmp_path / "out"))
     )
-    assert [(r.ref.name, r.schema_name) for r in report.results] == [("a-receipt.txt", "receipt"), ("b-invoice.txt", "invoice")]
+    assert [(r.ref.name, r.schema_name) for r in report.results] == [
+        ("a-receipt.txt", "receipt"), ("b-invoice.txt", "invoice"), ("c-receipt.txt", "receipt"),
+    ]
+    receipt = report.results[2]
+    assert receipt.review != "needs_review", receipt.review_reasons  # its lines and tax add up to its total
+    assert receipt.provenance["line_items"][1]["name"]["text"] == "RICE 5KG"
     with open(report.exports["documents.csv"], newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert rows[0]["merchant_name"] == "Corner Coffee Co" and rows[0]["total"] == "13.85"
     assert rows[1]["invoice_number"] == "RE-2024-001" and rows[1]["merchant_name"] == ""
+    with open(report.exports["line_items.csv"], newline="", encoding="utf-8") as handle:
+        items = list(csv.DictReader(handle))
+    assert [(item["file"], item["name"], item["total"]) for item in items if item["file"] == "c-receipt.txt"] == [
+        ("c-receipt.txt", "COOKING OIL 1KG", "7.5"), ("c-receipt.txt", "RICE 5KG", "12.9"),
+    ]
