@@ -22,7 +22,9 @@ Sets (documents written by others, ../shared/corpus/public):
 
 The table ends with the share of documents that end `needs_review` (blocks.validation, at the
 default confidence threshold, 0.4), per set: a document flagged by a failed check or a
-missing or unsure required value.
+missing or unsure required value; and `receipt_schema`, the share of the set's documents the
+default `auto` schema read as receipts (`blocks.receipts.looks_like_receipt`): all of sroie,
+none of the invoice sets.
 
 Truths are the files' own, with two documented exceptions (see `_quirks`): where invoice2data's
 expected value is an artefact of its template (Orlen's invoice number 'F'), the printed value is
@@ -52,6 +54,7 @@ FIELDS = [
 ]
 CORE = ("invoice_number", "issue_date", "totals.grand_total", "currency")
 RECEIPT_FIELDS = ["merchant_name", "date", "total"]
+SHARES = ["needs_review", "receipt_schema"]  # rows that count documents, not hits
 SETS = ("zugferd-embedded", "xml-rechnung", "invoice2data", "azure", "sroie")
 
 
@@ -248,6 +251,7 @@ def score(cases: list[Case], *, embedded_xml: bool = False) -> Score:
             plain, ExtractionSettings().review_min_confidence,
         )
         per_set.setdefault("needs_review", []).append(reviewed.review == "needs_review")
+        per_set.setdefault("receipt_schema", []).append(extraction.schema_name == "receipt")
         if reviewed.review == "needs_review":
             result.review_reasons.append(f"{case.set}/{case.name}: {'; '.join(reviewed.review_reasons)}")
     return result
@@ -268,7 +272,7 @@ def rates(result: Score) -> dict[str, dict[str, dict[str, float | int]]]:
 def print_table(table: dict[str, dict[str, dict[str, float | int]]]) -> None:
     sets = list(table)
     print(f"{'field':22}" + "".join(f"{name:>20}" for name in sets))
-    for path in [*FIELDS, "core", *RECEIPT_FIELDS, "needs_review"]:
+    for path in [*FIELDS, "core", *RECEIPT_FIELDS, *SHARES]:
         cells = []
         for name in sets:
             row = table[name].get(path)
@@ -429,7 +433,8 @@ def main() -> None:
                           "ocr": speed_figures}, indent=2))
         return
     print_table(table)
-    print("(needs_review: the share of the set's documents that end needs_review; not a hit rate)")
+    print("(needs_review: the share of the set's documents that end needs_review; receipt_schema: the share read as "
+          "receipts; neither is a hit rate)")
     if speed_figures:
         print(f"OCR: {speed_figures['pages']} pages of {speed_figures['documents']} documents in "
               f"{speed_figures['seconds']} s on {speed_figures['cpus']} CPUs = {speed_figures['pages_per_s']} pages/s")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.accuracy import CORE, corpus_cases, rates, score
+from benchmarks.accuracy import CORE, SHARES, corpus_cases, rates, score
 
 FLOORS: dict[str, dict[str, int]] = {
     "zugferd-embedded": {
@@ -75,8 +75,9 @@ FLOORS["sroie"] = {"merchant_name": 85, "date": 85, "total": 85}
 # The number of a set's documents that end needs_review may not grow: today's count, plus one
 # document where a set's flags come from OCR or the layout (sroie, invoice2data, azure);
 # zugferd-embedded and xml-rechnung are flagged mostly for their sample VAT ids (DE123456789 fails its
-# check digits), invoice2data's coolblue1 for a VAT the layout misreads, two receipts for merchant
-# names OCR was unsure of.
+# check digits), invoice2data's coolblue1 for a VAT the layout misreads; sroie: two receipts for
+# merchant names OCR was unsure of, and sroie_234, whose item OCR reads as 105.00 under a total of
+# 165.00 (its line_items.sum check fails, rightly: the photo's 6 reads as 0).
 REVIEW_CEILINGS = {"zugferd-embedded": 5, "xml-rechnung": 8, "invoice2data": 2, "azure": 1, "sroie": 3}
 
 
@@ -98,7 +99,7 @@ def test_hit_rates_stay_above_their_floors(measured: dict, name: str) -> None:
 def test_with_embedded_xml_the_zugferd_sets_are_exact() -> None:
     table = rates(score(corpus_cases(("zugferd-embedded", "xml-rechnung")), embedded_xml=True))
     for name in ("zugferd-embedded", "xml-rechnung"):
-        hits = {field: row["percent"] for field, row in table[name].items() if field != "needs_review"}
+        hits = {field: row["percent"] for field, row in table[name].items() if field not in SHARES}
         assert hits == {field: 100.0 for field in hits}, name
     assert set(CORE) <= set(table["xml-rechnung"])
 
@@ -107,3 +108,9 @@ def test_with_embedded_xml_the_zugferd_sets_are_exact() -> None:
 def test_needs_review_stays_under_its_ceiling(measured: dict, name: str) -> None:
     flagged = measured[name]["needs_review"]["hits"]
     assert flagged <= REVIEW_CEILINGS[name], f"{name}: {flagged} of {measured[name]['needs_review']['n']} need review"
+
+
+@pytest.mark.parametrize("name", sorted(REVIEW_CEILINGS))
+def test_the_auto_schema_reads_receipts_as_receipts_and_invoices_as_invoices(measured: dict, name: str) -> None:
+    read_as_receipts = measured[name]["receipt_schema"]
+    assert read_as_receipts["hits"] == (read_as_receipts["n"] if name == "sroie" else 0), read_as_receipts
