@@ -16,7 +16,9 @@ total, cash, change) and a payment line. The rules below read that shape from th
   amount before tax or a tax), the most final one: 'grand total', 'total payable', 'amount due'
   or a bare 'total' over 'total incl. tax' over other totals; a total printed after the rounding
   line, or equal to cash minus change, wins ties; then the larger.
-- **tax**: the first line labelling one amount as GST, VAT, SST or tax (not a registration id).
+- **tax**: the first line labelling one amount as GST, VAT, SST or tax (not a registration id, not
+  an amount before or excluding tax; 'GST Payable' is the tax), else the tax summary table's
+  ('GST Summary  Amount  Tax' over rate rows): its total row's tax, or the sum of its rows' taxes.
 - **date** / **time**: the first date (day first unless the receipt is in US dollars) and the first
   time of day (HH:MM, with seconds and AM/PM when printed).
 - **currency**: the first currency mark or code printed (RM -> MYR, € -> EUR ...), else None.
@@ -178,8 +180,12 @@ def _address(lines: list[str], name_at: int) -> str | None:
     return ", ".join(parts) or None
 
 
+_OCR_ZERO = re.compile(r"(?:(?<=\s)|(?<=^)|(?<=RM)|(?<=[$€£]))O(?=[.,]\d{2}\b)")
+
+
 def _amounts(line: str) -> list[float]:
     found = []
+    line = _OCR_ZERO.sub("0", line)  # 'RMO.47': OCR's letter O for a leading zero
     for match in _AMOUNT.finditer(_PERCENT.sub(" ", line)):
         value = parse_amount(re.sub(r"^-?[A-Z]{2,3}\s?", "", match.group(0)).replace("O", "0"))
         if value is not None:
@@ -229,6 +235,30 @@ def _tax(lines: list[str]) -> float | None:
         amounts = _amounts(line)
         if len(amounts) == 1:
             return amounts[0]
+    return _summary_tax(lines)
+
+
+_SUMMARY_HEADER = re.compile(r"\b(?:gst|vat|sst|tax)\b.*\b(?:summary|amt|amount|code)\b|\b(?:summary|amt|amount|code)\b.*\b(?:gst|vat|sst|tax)\b", re.I)
+
+
+def _summary_tax(lines: list[str]) -> float | None:
+    """The tax of a tax summary table ('GST Summary  Amount  Tax' over 'SR 6%  140.00  8.40'): its
+    total row's last amount, else the sum of its rows' last amounts."""
+    for index, line in enumerate(lines):
+        if _amounts(line) or not _SUMMARY_HEADER.search(line):
+            continue
+        taxes: list[float] = []
+        for row in lines[index + 1 : index + 8]:
+            amounts = _amounts(row)
+            if len(amounts) != 2:
+                if taxes or amounts:
+                    break
+                continue  # a second header row ('(MYR)  (MYR)')
+            if re.search(r"\btotal\b", row, re.I):
+                return amounts[1]
+            taxes.append(amounts[1])
+        if taxes:
+            return round(sum(taxes), 2)
     return None
 
 

@@ -113,6 +113,16 @@ def test_an_item_printed_on_two_rows_is_one_line_item() -> None:
     assert (fields["total"], fields["tax"], fields["time"]) == (9.75, 0.55, "15:08:19")
 
 
+def test_the_tax_comes_from_the_tax_summary_when_no_line_labels_it() -> None:
+    text = (
+        "HARDWARE CENTRE SDN BHD\nCASH\nCashier: A\nTotal Amt Incl. GST @ 6 % : 156.00\nTotal Amt Payable : 156.00\n"
+        "GST Summary     Amount (RM)    GST(RM)\nSR = 6 %             147.17         8.83\nThank you\n"
+    )
+    assert (fill_receipt(doc(text))["total"], fill_receipt(doc(text))["tax"]) == (156.0, 8.83)
+    # OCR's letter O for a leading zero is read as 0
+    assert fill_receipt(doc("YAM FRESH\nCash RM10.50\n6% GST RMO.47\nGrand Total RM8.35\nChange RM2.15\n"))["tax"] == 0.47
+
+
 def test_without_an_item_table_no_line_items_are_guessed() -> None:
     assert fill_receipt(doc("SHOP LTD\nCASH\nCashier: A\nCoffee 3.50\nTOTAL 3.50\nCASH 5.00\nCHANGE 1.50\n"))["line_items"] == []
 
