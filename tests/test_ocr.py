@@ -19,6 +19,7 @@ from blocks.embedded import EmbeddedExtractor
 from blocks.errors import DocumentError
 from blocks.models import ErrorKind
 from blocks.parsing import read_document
+from tasks.review_page import leaf_values
 from tests.conftest import corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,11 +66,11 @@ def test_a_receipt_photo_is_read_with_its_total_date_and_word_boxes() -> None:
     assert expected["total"] in result.text and expected["date"] in result.text
     width, height = Image.open(RECEIPT).size
     assert result.provenance is not None  # boxes come from the OCR words (blocks.source_provenance)
-    boxes = [leaf["box"] for leaf in _leaves(result.provenance) if leaf.get("box")]
+    boxes = [v.provenance.box for v in leaf_values(result.fields, result.provenance) if v.provenance and v.provenance.box]
     assert boxes, result.provenance
     for box in boxes:
-        assert (box["page_width"], box["page_height"]) == (width, height)
-        assert 0 <= box["x"] and box["x"] + box["w"] <= width and 0 <= box["y"] and box["y"] + box["h"] <= height
+        assert (box.page_width, box.page_height) == (width, height)
+        assert 0 <= box.x and box.x + box.w <= width and 0 <= box.y and box.y + box.h <= height
 
 
 def test_a_scanned_invoice_whose_template_matches_comes_out_as_the_template_says() -> None:
@@ -84,7 +85,8 @@ def test_a_scanned_invoice_whose_template_matches_comes_out_as_the_template_says
 def test_a_pdf_with_one_scanned_page_ocrs_that_page_only(tmp_path: Path) -> None:
     text_pdf = corpus("invoice2data", "compare", "free_fiber", "free_fiber.pdf").read_bytes()
     scan = io.BytesIO()
-    text_image(["SCANNED PAGE", "Total due 1234.56"], size=(1240, 1754)).save(scan, format="PDF", resolution=150)
+    # a half-height page: its size differs from the text pages' A4
+    text_image(["SCANNED PAGE", "Total due 1234.56"], size=(1240, 877)).save(scan, format="PDF", resolution=150)
     mixed = pdfium.PdfDocument(text_pdf)
     mixed.import_pages(pdfium.PdfDocument(scan.getvalue()))
     out = io.BytesIO()
@@ -98,6 +100,11 @@ def test_a_pdf_with_one_scanned_page_ocrs_that_page_only(tmp_path: Path) -> None
     assert texts[:-1] == plain.text.split("\n\f")  # the text layer as it is: never OCR'd
     assert "SCANNED PAGE" in texts[-1] and "1234.56" in texts[-1]
     assert plain.ocr is False and plain.ocr_engine is None
+    # read as a template batch reads it (no text-layer words): still one size per page, in page order
+    document = read_document("mixed.pdf", out.getvalue(), {"ocr": True, "ocr_here": True, "templates": str(tmp_path)})
+    sizes = [(round(size.width), round(size.height)) for size in document.page_sizes]
+    assert sizes == [(595, 842)] * (pages - 1) + [(595, 421)], sizes
+    assert document.ocr_pages == [pages] and {word.page for word in document.words} == {pages}
 
 
 def test_ocr_off_leaves_images_as_no_text() -> None:
@@ -206,12 +213,3 @@ print(json.dumps({{"attempts": attempts, "ocr": result.ocr, "chars": len(result.
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report == {"attempts": [], "ocr": True, "chars": report["chars"]} and report["chars"] > 200
 
-
-def _leaves(tree: object) -> list[dict]:
-    if isinstance(tree, dict) and "match" in tree:
-        return [tree]
-    if isinstance(tree, dict):
-        return [leaf for value in tree.values() for leaf in _leaves(value)]
-    if isinstance(tree, list):
-        return [leaf for value in tree for leaf in _leaves(value)]
-    return []
