@@ -124,8 +124,9 @@ class EmbeddedExtractor(Extractor):
     )
     ocr_max_memory_mb: int = Field(
         default=1280, ge=768,
-        description="Address space, in MB, of each OCR worker: the OCR engine alone takes about 620 MB at its peak, "
-        "so OCR runs in workers of its own, apart from the parsing workers and their max_memory_mb.",
+        description="Address space, in MB, of each OCR worker. Measured peaks: 0.7 GB on a receipt photo, 0.85 GB "
+        "on an A4 scan, 1.13 GB on a 49-megapixel PNG (near max_pixels); the OCR engine alone takes ~0.6 GB, so OCR "
+        "runs in workers of its own, apart from the parsing workers and their max_memory_mb.",
     )
     ocr_workers: int | None = Field(
         default=None, ge=1, le=64,

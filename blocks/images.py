@@ -12,9 +12,13 @@ any pixel is decoded, because image headers are cheap to read and expensive to b
 - EXIF orientation is applied (`ImageOps.exif_transpose`), so a phone photo is read upright
   and boxes refer to the upright picture, as a viewer shows it;
 - a truncated file (a JPEG cut short in transfer) is read as far as it goes, with a warning
-  saying so; a file Pillow cannot read at all fails as `corrupt`.
+  saying so; a file Pillow cannot read at all fails as `corrupt`;
+- a page larger than `OCR_MAX_SIDE` pixels on its longer side is OCR'd scaled down to it (a JPEG
+  decoded at 1/2, 1/4 or 1/8 of its size by libjpeg itself, so its full pixels are never held):
+  print on such a page is large enough, and the OCR worker's memory stays within its cap (a 48 MP
+  phone photo read at full size needs more than the default 1280 MB).
 
-Boxes and page sizes are in pixels of the upright image.
+Boxes and page sizes are in pixels of the upright image as stored (whatever it was scaled to).
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ from blocks.models import ErrorKind
 
 # Formats where more than one frame is an animation (one picture), not more pages.
 _ANIMATED = {"GIF", "WEBP", "PNG"}  # PNG: APNG
+# OCR reads a page at most this many pixels on its longer side (16 MP at most): the corpus's
+# largest scans (an A4 page at 350 dpi, a 4000 px typewriter photo) are read as they are. At full
+# size a 7000 x 7000 PNG and an 8000 x 6000 JPEG both went past the default 1280 MB; scaled, an
+# OCR worker peaked at 1.13 GB (the PNG: its full decode stays) and 0.83 GB (the JPEG, decoded at 1/2).
+OCR_MAX_SIDE = 4000
+_ORIENTATION = 0x0112  # the EXIF tag
 
 
 def read_image(data: bytes, media_type: str, *, max_pixels: int, max_pages: int) -> ReadDocument:
@@ -66,9 +76,9 @@ def read_image(data: bytes, media_type: str, *, max_pixels: int, max_pages: int)
             width, height = image.size
             if width * height > max_pixels:
                 raise DocumentError(ErrorKind.too_large, _too_many_pixels((width, height), max_pixels))
-            picture = _decoded(image, ImageFile, notes)
-            page = read_page(picture, number + 1)
-            sizes.append(PageSize(float(picture.width), float(picture.height)))
+            picture, upright = _decoded(image, ImageFile, notes)
+            page = read_page(picture, number + 1, scale=picture.width / upright[0])
+            sizes.append(PageSize(float(upright[0]), float(upright[1])))
             del picture
             texts.append(page.text)
             words.extend(page.words)
@@ -87,10 +97,16 @@ def _frame_count(image: Any) -> int:
         return 1
 
 
-def _decoded(image: Any, image_file: Any, notes: list[str]) -> Any:
-    """The current frame decoded, upright and in RGB; a truncated file is read as far as it goes."""
-    from PIL import ImageOps
+def _decoded(image: Any, image_file: Any, notes: list[str]) -> tuple[Any, tuple[int, int]]:
+    """The current frame decoded, upright, in RGB and at most `OCR_MAX_SIDE` pixels on its longer
+    side, and the upright frame's full size; a truncated file is read as far as it goes."""
+    from PIL import Image, ImageOps
 
+    stored = image.size
+    if max(stored) > OCR_MAX_SIDE and image.format == "JPEG":
+        # libjpeg decodes at 1/2, 1/4 or 1/8 directly, at least as large as asked
+        factor = OCR_MAX_SIDE / max(stored)
+        image.draft(None, (max(1, int(stored[0] * factor)), max(1, int(stored[1] * factor))))
     try:
         image.load()
     except OSError as exc:
@@ -106,8 +122,19 @@ def _decoded(image: Any, image_file: Any, notes: list[str]) -> Any:
         notes.append("the image file is truncated: the part that is missing was read as blank")
     except (ValueError, SyntaxError) as exc:
         raise DocumentError(ErrorKind.corrupt, f"the image cannot be decoded ({_reason(exc)})") from None
-    upright = ImageOps.exif_transpose(image)
-    return upright if upright.mode == "RGB" else upright.convert("RGB")
+    # EXIF orientation (1-8): 5-8 turn the picture a quarter, swapping width and height. Only a
+    # turned picture is copied (exif_transpose copies an upright one too: 150 MB for 50 MP).
+    try:
+        orientation = image.getexif().get(_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - damaged EXIF (any of struct, value, OS errors): no orientation
+        orientation = 1
+    picture = ImageOps.exif_transpose(image) if orientation in range(2, 9) else image
+    full = (stored[1], stored[0]) if orientation in range(5, 9) else stored
+    if picture.mode != "RGB":  # palette PNGs give no text otherwise; and resizing keeps colours
+        picture = picture.convert("RGB")
+    if max(picture.size) > OCR_MAX_SIDE:
+        picture = ImageOps.contain(picture, (OCR_MAX_SIDE, OCR_MAX_SIDE), Image.Resampling.LANCZOS)
+    return picture, full
 
 
 def _too_many_pixels(size: tuple[int, int], max_pixels: int) -> str:

@@ -101,9 +101,7 @@ def read_pdf(
                                 sampled += page_sampled
                                 unmapped += page_unmapped
                                 if words and number < WORD_PAGES:
-                                    page_list, size = page_words(page, textpage, number + 1)
-                                    positioned.extend(page_list)
-                                    sizes.append(size)
+                                    positioned.extend(page_words(page, textpage, number + 1)[0])
                         if not text.strip() or garbled:
                             page_content = {"garbled"} if garbled else _page_content(page)
                             content |= page_content
@@ -116,8 +114,11 @@ def read_pdf(
                                     ocr_pages.append(number + 1)
                                 elif garbled:
                                     text = ""
-                            if (words or ocr == "run") and number < WORD_PAGES:
-                                sizes.append(PageSize(*page.get_size()))  # kept aligned with page numbers
+                        # one size a page, so page n's is sizes[n - 1] (blocks.source_provenance): for
+                        # the word pages, and for every page when OCR may read some (its words can be
+                        # on any page, and a template batch reads no text-layer words)
+                        if (words and number < WORD_PAGES) or ocr == "run":
+                            sizes.append(PageSize(*page.get_size()))
                         texts.append(text)
                     finally:
                         textpage.close()

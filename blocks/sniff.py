@@ -42,8 +42,9 @@ _IMAGE_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"GIF89a", "image/gif"),
     (b"II*\x00", "image/tiff"),
     (b"MM\x00*", "image/tiff"),
-    (b"BM", "image/bmp"),
 )
+# A BMP starts with 'BM', as does text ('BMW AG ...'): its DIB header's size (at byte 14) tells them apart.
+_BMP_HEADER_SIZES = {12, 16, 40, 52, 56, 64, 108, 124}
 _OTHER_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\x1f\x8b", "application/gzip"),
     (b"7z\xbc\xaf\x27\x1c", "application/x-7z-compressed"),
@@ -67,6 +68,8 @@ def sniff_binary(data: bytes) -> str | None:
         return OLE
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
+    if data[:2] == b"BM" and int.from_bytes(data[14:18], "little") in _BMP_HEADER_SIZES:
+        return "image/bmp"
     for signature, media_type in _IMAGE_SIGNATURES + _OTHER_SIGNATURES:
         if data.startswith(signature):
             return media_type

@@ -172,9 +172,32 @@ def test_exif_rotation_is_applied_so_the_text_is_read_upright() -> None:
     assert all(word.x1 <= 640 and word.bottom <= 120 for word in document.words)
 
 
+def test_a_photo_larger_than_ocr_reads_is_scaled_down_and_boxed_in_its_own_pixels() -> None:
+    # 8400 px wide: libjpeg decodes it at 1/2, OCR reads it at 4000 px; boxes come back in the photo's pixels
+    image = Image.new("RGB", (8400, 1000), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=240)
+    draw.text((100, 300), "LEFT", fill="black", font=font)
+    draw.text((6000, 300), "RIGHT", fill="black", font=font)
+    document = read_document("wide.jpg", encoded(image, "JPEG", quality=90), {"ocr": True, "ocr_here": True})
+    assert [(size.width, size.height) for size in document.page_sizes] == [(8400, 1000)]
+    boxes = {word.text: word for word in document.words}
+    assert {"LEFT", "RIGHT"} <= set(boxes), document.text
+    assert abs(boxes["LEFT"].x0 - 100) < 150 and abs(boxes["RIGHT"].x0 - 6000) < 150, boxes
+    assert 200 < boxes["RIGHT"].top < boxes["RIGHT"].bottom < 700, boxes
+
+
 def test_a_palette_png_is_read() -> None:
     result = extract(encoded(text_image(["PALETTE IMAGE TEXT"], mode="P"), "PNG"), "palette.png")
     assert "PALETTE IMAGE TEXT" in result.text
+
+
+def test_text_starting_with_bm_is_text_not_a_bitmap() -> None:
+    from blocks import sniff
+
+    result = extract(b"BMW AG\nRechnung 4711\nGesamt 45,00 EUR\n", "bmw.txt", extract_fields=False)
+    assert (result.media_type, result.ocr) == ("text/plain", False) and result.text.startswith("BMW AG")
+    assert sniff.sniff_binary(encoded(Image.new("RGB", (8, 8)), "BMP")) == "image/bmp"
 
 
 def test_a_blank_image_is_no_text() -> None:
