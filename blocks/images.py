@@ -130,11 +130,28 @@ def _decoded(image: Any, image_file: Any, notes: list[str]) -> tuple[Any, tuple[
         orientation = 1
     picture = ImageOps.exif_transpose(image) if orientation in range(2, 9) else image
     full = (stored[1], stored[0]) if orientation in range(5, 9) else stored
-    if picture.mode != "RGB":  # palette PNGs give no text otherwise; and resizing keeps colours
-        picture = picture.convert("RGB")
+    picture = _rgb(picture)
     if max(picture.size) > OCR_MAX_SIDE:
         picture = ImageOps.contain(picture, (OCR_MAX_SIDE, OCR_MAX_SIDE), Image.Resampling.LANCZOS)
     return picture, full
+
+
+def _rgb(picture: Any) -> Any:
+    """The picture in RGB (palette PNGs give OCR no text otherwise; and resizing keeps colours),
+    transparent parts white: dropping the alpha channel alone would leave them as whatever colour
+    they hold, often black, and black text on a transparent background would vanish."""
+    from PIL import Image
+
+    if picture.mode == "RGB":
+        return picture
+    if picture.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in picture.info:
+        rgba = picture.convert("RGBA")
+        if rgba.getchannel("A").getextrema()[0] < 255:
+            background = Image.new("RGB", rgba.size, "white")
+            background.paste(rgba, mask=rgba)
+            return background
+        return rgba.convert("RGB")
+    return picture.convert("RGB")
 
 
 def _too_many_pixels(size: tuple[int, int], max_pixels: int) -> str:

@@ -192,6 +192,13 @@ def test_a_palette_png_is_read() -> None:
     assert "PALETTE IMAGE TEXT" in result.text
 
 
+def test_black_text_on_a_transparent_background_is_read() -> None:
+    # transparent pixels are black here: dropping the alpha channel alone would leave black on black
+    image = Image.new("RGBA", (640, 120), (0, 0, 0, 0))
+    ImageDraw.Draw(image).text((20, 30), "TRANSPARENT 42", fill=(0, 0, 0, 255), font=ImageFont.load_default(size=48))
+    assert "TRANSPARENT 42" in extract(encoded(image, "PNG"), "logo.png").text
+
+
 def test_text_starting_with_bm_is_text_not_a_bitmap() -> None:
     from blocks import sniff
 
