@@ -133,6 +133,60 @@ def test_an_invoice_is_not_taken_for_a_receipt() -> None:
     assert not looks_like_receipt(doc("Receipt # No.: 2468\nSold To Fabrikam\nTotal $4,950\nThank you for your business!"))
 
 
+FRENCH_TICKET = """\
+        Contoso
+     1 RUE DE LA DURANCE
+      75012 PARIS FRANCE
+21-10-21            13:10:48
+TABLE 1
+     GRAINE DE CHIA  3.00 B
+     POKE           20.00 C
+   TOTAL             21.00
+ VOUS REMERCIE DE VOTRE VISITE
+"""
+
+SHOP_RECEIPT = """\
+             Contoso
+ 123 Main Street
+ Redmond, WA 98052
+ 123-456-7890
+ 6/10/2019 13:59
+ Sales Associate: Paul
+ 1 SurfacePen            $99.99
+       Sub-Total         $99.99
+           Tax            $9.50
+          Total         $109.49
+"""
+
+
+def test_receipts_without_a_cash_line_are_receipts_by_their_till_or_table() -> None:
+    # a served table and a time (French, thanks in French), a sales associate's label and a time
+    assert looks_like_receipt(doc(FRENCH_TICKET)) and looks_like_receipt(doc(SHOP_RECEIPT))
+    french = fill_receipt(doc(FRENCH_TICKET))
+    assert (french["merchant_name"], french["date"], french["time"], french["total"], french["currency"]) == (
+        "Contoso", "2021-10-21", "13:10:48", 21.0, None,  # no currency printed: none guessed
+    )
+    shop = fill_receipt(doc(SHOP_RECEIPT))
+    # the address ends at the bare telephone number; the date's line gives the time
+    assert shop["merchant_address"] == "123 Main Street, Redmond, WA 98052"
+    assert (shop["date"], shop["time"], shop["total"], shop["tax"], shop["currency"]) == ("2019-06-10", "13:59", 109.49, 9.5, "USD")
+
+
+def test_invoice_columns_and_positions_are_no_till_marks() -> None:
+    # a US invoice with a SALESPERSON column and a thank-you; a German one numbering its lines 'Pos.'
+    # and printing a time: neither was sold at a till
+    us = "CONTOSO LTD.\nINVOICE\nSALESPERSON   P.O. NUMBER   SHIP DATE\nJohn   12345   11/15/2019\nTOTAL $110.00\nTHANK YOU"
+    german = "Lieferant GmbH\nRechnung 471102\nDatum 18.03.2018 15:39\nPos.  Artikel  Menge  Preis\n1  Bahnfahrt  1  17,15\nGesamt 17,15 EUR"
+    assert not looks_like_receipt(doc(us)) and not looks_like_receipt(doc(german))
+
+
+def test_a_folio_total_with_equal_charges_and_credits_is_read() -> None:
+    text = "Contoso Inn\n5600 148th Ave NE\nClerk: MVB\nRoom Charge 88.00\nAmerican Express 104.92\nTotal 104.92 104.92\n"
+    assert looks_like_receipt(doc(text))
+    fields = fill_receipt(doc(text))
+    assert (fields["merchant_name"], fields["total"], fields["payment_method"]) == ("Contoso Inn", 104.92, "amex")
+
+
 def test_the_total_is_the_final_one_not_a_subtotal_tax_or_table_row() -> None:
     text = (
         "SHOP SDN BHD\n(12345-A)\nCASH\nCashier: A\nSub Total : 7.55\nTotal GST : 0.45\nRounding : 0.00\n"
@@ -151,6 +205,17 @@ def test_a_receipt_photo_goes_through_ocr_into_the_receipt_schema() -> None:
     assert result.fields["date"] == "2018-03-21" and result.fields["total"] == float(expected["total"])
     total = result.provenance["total"]
     assert total["page"] == 1 and total["box"] and 0 < total["confidence"] <= 1
+
+
+def test_a_receipt_photo_from_another_country_is_read_too() -> None:
+    # Microsoft's Contoso receipt (a US shop, MIT), not one of the SROIE receipts the rules were measured on
+    photo = corpus("azure-form-recognizer", "unlabeled", "contoso-receipt.png")
+    result = EmbeddedExtractor().extract(photo.name, photo.read_bytes())
+    assert (result.schema_name, result.ocr) == ("receipt", True)
+    fields = result.fields
+    assert (fields["merchant_name"], fields["date"], fields["time"]) == ("Contoso", "2019-06-10", "13:59")
+    assert (fields["total"], fields["tax"], fields["currency"]) == (1203.39, 104.4, "USD")
+    assert fields["merchant_address"] == "123 Main Street, Redmond, WA 98052"
 
 
 def test_the_schema_can_be_forced_either_way() -> None:
