@@ -119,8 +119,9 @@ class EmbeddedExtractor(Extractor):
     )
     ocr_timeout_s: float = Field(
         default=300.0, gt=0, le=7200,
-        description="A document whose OCR takes longer than this many seconds is stopped and fails as timeout "
-        "(OCR costs about 2 s a receipt and 3-9 s a dense A4 page on one core).",
+        description="OCR time per document (about 2 s a receipt and 3-9 s a dense A4 page on one core). OCR starts "
+        "no page that would end past 80 % of it: the pages left are named in a warning and the document keeps "
+        "the pages read. A document still running at this many seconds is stopped and fails as timeout.",
     )
     ocr_max_memory_mb: int = Field(
         default=1280, ge=768,
@@ -190,8 +191,11 @@ class EmbeddedExtractor(Extractor):
         }
         if not self.isolate:
             return parse_document(name, data, {**settings, "ocr_here": self.ocr})
+        # OCR stops before a page that would pass 80 % of ocr_timeout_s (blocks.ocr.PageClock): the
+        # pages read so far make a result, where the timeout would lose them all
+        ocr_settings: ParseSettings = {**settings, "ocr_here": True, "ocr_budget_s": 0.8 * self.ocr_timeout_s}
         if self.ocr and (sniff.sniff_binary(data) or "").startswith("image/"):
-            return self._ocr_pool().run(parse_document, name, data, {**settings, "ocr_here": True})
+            return self._ocr_pool().run(parse_document, name, data, ocr_settings)
         pool = get_pool(
             max_workers=self.max_workers,
             timeout_s=self.timeout_s,
@@ -203,7 +207,7 @@ class EmbeddedExtractor(Extractor):
         except NeedsOcr:
             # pages without a text layer: read again where the OCR engine lives (a plain parse
             # worker's 256 MB cannot hold it); the second read costs little next to OCR itself
-            return self._ocr_pool().run(parse_document, name, data, {**settings, "ocr_here": True})
+            return self._ocr_pool().run(parse_document, name, data, ocr_settings)
 
     def _ocr_pool(self) -> ParsePool:
         """The OCR workers: the same isolation (time and memory caps, killed on either), their own limits."""

@@ -40,11 +40,14 @@ OCR_MAX_SIDE = 4000
 _ORIENTATION = 0x0112  # the EXIF tag
 
 
-def read_image(data: bytes, media_type: str, *, max_pixels: int, max_pages: int) -> ReadDocument:
-    """OCR text, words and page sizes of an image document; see the module docstring."""
+def read_image(
+    data: bytes, media_type: str, *, max_pixels: int, max_pages: int, budget_s: float | None = None
+) -> ReadDocument:
+    """OCR text, words and page sizes of an image document; see the module docstring. Pages
+    that would pass `budget_s` seconds of OCR are left unread, with a warning (`blocks.ocr.PageClock`)."""
     from PIL import Image, ImageFile, UnidentifiedImageError
 
-    from blocks.ocr import read_page
+    from blocks.ocr import PageClock, over_time
 
     Image.MAX_IMAGE_PIXELS = None  # checked below, on every frame, with the size in the message
     notes: list[str] = []
@@ -68,7 +71,11 @@ def read_image(data: bytes, media_type: str, *, max_pixels: int, max_pages: int)
         texts: list[str] = []
         words: list[Word] = []
         sizes: list[PageSize] = []
+        clock = PageClock(budget_s)
         for number in range(pages):
+            if not clock.allows_another():
+                notes.append(over_time(list(range(number + 1, pages + 1))))
+                break
             try:
                 image.seek(number)
             except EOFError:
@@ -77,7 +84,7 @@ def read_image(data: bytes, media_type: str, *, max_pixels: int, max_pages: int)
             if width * height > max_pixels:
                 raise DocumentError(ErrorKind.too_large, _too_many_pixels((width, height), max_pixels))
             picture, upright = _decoded(image, ImageFile, notes)
-            page = read_page(picture, number + 1, scale=picture.width / upright[0])
+            page = clock.read(picture, number + 1, scale=picture.width / upright[0])
             sizes.append(PageSize(float(upright[0]), float(upright[1])))
             del picture
             texts.append(page.text)

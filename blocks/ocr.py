@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -112,6 +113,49 @@ def _plan_memory_off(ort_main: Any) -> None:
 
     without_pattern._docbatch = True  # type: ignore[attr-defined]
     ort_main.OrtInferSession._init_sess_opts = staticmethod(without_pattern)
+
+
+class PageClock:
+    """Whether one more page can be OCR'd within the document's time budget.
+
+    An OCR worker that passes `ocr_timeout_s` is killed, and every page it had read is lost with
+    it: a 50-page scan at 3-9 s a dense page would fail as a whole. So a reader asks before each
+    page, and stops (with a warning naming the pages left) when the time spent so far plus the
+    slowest page yet would pass the budget; the first page is always read. The caller sets the
+    budget below the worker's timeout (`blocks.embedded`: 80 %), leaving room for a page slower
+    than any before it and for the fields; the timeout stays the backstop. No budget (None):
+    every page is read.
+    """
+
+    def __init__(self, budget_s: float | None) -> None:
+        self.budget_s = budget_s
+        self.started = time.monotonic()
+        self.slowest = 0.0
+        self.pages = 0
+
+    def allows_another(self) -> bool:
+        if self.budget_s is None or not self.pages:
+            return True
+        return time.monotonic() - self.started + self.slowest <= self.budget_s
+
+    def read(self, image: Any, page: int, *, scale: float = 1.0) -> OcrPage:
+        """`read_page`, timed (a worker's first page loads the engine first, untimed: it is no page's cost)."""
+        engine()
+        began = time.monotonic()
+        try:
+            return read_page(image, page, scale=scale)
+        finally:
+            self.pages += 1
+            self.slowest = max(self.slowest, time.monotonic() - began)
+
+
+def over_time(pages: list[int]) -> str:
+    """The warning for pages left unread by `PageClock`."""
+    shown = ", ".join(map(str, pages[:10])) + (f" and {len(pages) - 10} more" if len(pages) > 10 else "")
+    return (
+        f"{len(pages)} page(s) were not read by OCR ({shown}): reading them would have passed the OCR time "
+        "limit (ocr_timeout_s)"
+    )
 
 
 @dataclass

@@ -34,6 +34,7 @@ class ParseSettings(TypedDict, total=False):
     ocr: bool  # read images and PDF pages without a usable text layer by OCR
     ocr_here: bool  # this is an OCR worker: run OCR (else a PDF that needs it raises NeedsOcr)
     ocr_max_pages: int  # pages read by OCR at most per document
+    ocr_budget_s: float | None  # seconds of OCR after which the pages left are not read (blocks.ocr.PageClock)
     max_pixels: int  # an image page with more pixels fails as too_large before it is decoded
     document_schema: str  # 'auto' (a receipt when it looks like one, else an invoice), 'invoice' or 'receipt'
     keep_words: bool  # return the positioned words and page sizes (a model extractor boxes its answers with them)
@@ -86,6 +87,7 @@ def read_document(name: str, data: bytes, settings: ParseSettings) -> ReadDocume
             attachments=settings.get("embedded_xml", True),
             ocr=_ocr_mode(settings),
             ocr_max_pages=settings.get("ocr_max_pages", 50),
+            ocr_budget_s=settings.get("ocr_budget_s"),
         )
     elif media_type == sniff.DOCX:
         document = readers.read_docx(data)
@@ -101,7 +103,8 @@ def read_document(name: str, data: bytes, settings: ParseSettings) -> ReadDocume
         from blocks.images import read_image
 
         document = read_image(
-            data, media_type, max_pixels=settings.get("max_pixels", 50_000_000), max_pages=settings.get("ocr_max_pages", 50)
+            data, media_type, max_pixels=settings.get("max_pixels", 50_000_000), max_pages=settings.get("ocr_max_pages", 50),
+            budget_s=settings.get("ocr_budget_s"),
         )
         document.ocr_pages = list(range(1, len(document.page_sizes) + 1))
     elif media_type in sniff.ARCHIVES:

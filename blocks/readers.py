@@ -40,7 +40,7 @@ WORD_PAGES = 30
 
 def read_pdf(
     data: bytes, *, max_pages: int, passwords: list[str] | None = None, words: bool = True, attachments: bool = True,
-    ocr: OcrMode = "off", ocr_max_pages: int = 50,
+    ocr: OcrMode = "off", ocr_max_pages: int = 50, ocr_budget_s: float | None = None,
 ) -> ReadDocument:
     """Text layer of every page, joined by form feeds, with words and boxes of the first
     `WORD_PAGES` pages and the embedded files that may be e-invoice XML.
@@ -55,7 +55,8 @@ def read_pdf(
       engine, lets the caller read the document again in an OCR worker);
     - 'run': each is rendered at a resolution chosen from its size (`ocr_render_scale`) and read
       by OCR (`blocks.ocr`), its words kept with their boxes in PDF points; past `ocr_max_pages`
-      such pages, the rest stay empty with a warning. Pages with a text layer are never OCR'd.
+      such pages, or when the next page would pass `ocr_budget_s` seconds (`blocks.ocr.PageClock`),
+      the rest stay empty with a warning. Pages with a text layer are never OCR'd.
 
     Candidate passwords never appear in a message.
     """
@@ -70,6 +71,12 @@ def read_pdf(
     embedded: list[tuple[str, bytes]] = []
     ocr_pages: list[int] = []
     needs_ocr: list[int] = []
+    over_time: list[int] = []  # pages left unread by OCR's time budget
+    clock = None
+    if ocr == "run":
+        from blocks.ocr import PageClock
+
+        clock = PageClock(ocr_budget_s)
     with PDFIUM_LOCK:
         pdf = _open_pdf(pdfium, data, passwords or [])
         try:
@@ -107,12 +114,16 @@ def read_pdf(
                             content |= page_content
                             if ocr != "off" and page_content:
                                 needs_ocr.append(number + 1)
-                                if ocr == "run" and len(ocr_pages) < ocr_max_pages:
-                                    read = _ocr_page(page, number + 1)
-                                    text = read.text
-                                    positioned.extend(read.words)
-                                    ocr_pages.append(number + 1)
-                                elif garbled:
+                                read = None
+                                if clock is not None and len(ocr_pages) + len(over_time) < ocr_max_pages:
+                                    if not over_time and clock.allows_another():
+                                        read = _ocr_page(page, number + 1, clock)
+                                        text = read.text
+                                        positioned.extend(read.words)
+                                        ocr_pages.append(number + 1)
+                                    else:  # once out of time, every later page is too
+                                        over_time.append(number + 1)
+                                if garbled and read is None:
                                     text = ""
                         # one size a page, so page n's is sizes[n - 1] (blocks.source_provenance): for
                         # the word pages, and for every page when OCR may read some (its words can be
@@ -134,7 +145,11 @@ def read_pdf(
         raise DocumentError(ErrorKind.corrupt, f"none of the PDF's {pages} page(s) could be read")
     if unreadable:
         warnings_.append(f"{unreadable} of {pages} page(s) could not be read and were skipped")
-    if len(ocr_pages) < len(needs_ocr):
+    if over_time:
+        from blocks.ocr import over_time as over_time_warning
+
+        warnings_.append(over_time_warning(over_time))
+    if len(ocr_pages) + len(over_time) < len(needs_ocr):
         warnings_.append(
             f"{len(needs_ocr)} page(s) have no text layer; only the first {ocr_max_pages} were read by OCR (ocr_max_pages)"
         )
@@ -176,14 +191,12 @@ def ocr_render_scale(width: float, height: float) -> float:
     return min(OCR_LONG_SIDE / max(width, height, 1.0), OCR_MAX_DPI / 72)
 
 
-def _ocr_page(page: Any, number: int) -> Any:
+def _ocr_page(page: Any, number: int, clock: Any) -> Any:
     """OCR of one open page (caller holds PDFIUM_LOCK), boxes in points of the page as displayed
     (PDFium renders with the page's /Rotate, and its size is the rotated one)."""
-    from blocks.ocr import read_page
-
     width, height = page.get_size()
     image = page.render(scale=ocr_render_scale(width, height)).to_pil()
-    return read_page(image, number, scale=image.width / max(width, 1.0))
+    return clock.read(image, number, scale=image.width / max(width, 1.0))
 
 
 def pdf_words(data: bytes, passwords: list[str] | None = None) -> tuple[list[Word], list[PageSize]]:

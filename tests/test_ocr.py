@@ -159,6 +159,25 @@ def test_a_tiff_with_500_pages_is_read_up_to_the_ocr_page_limit() -> None:
     assert any("500 pages" in w and "first 3" in w for w in result.warnings), result.warnings
 
 
+def test_ocr_out_of_time_keeps_the_pages_read_and_names_the_rest() -> None:
+    # a budget of 0 s: the first page is read (always), none after it. The
+    # extractor's budget is 80 % of ocr_timeout_s; past it a worker is killed and loses every page
+    pages = [text_image([f"PAGE {n}"], size=(400, 100)) for n in range(1, 4)]
+    tiff = io.BytesIO()
+    pages[0].save(tiff, format="TIFF", save_all=True, append_images=pages[1:])
+    settings = {"ocr": True, "ocr_here": True, "ocr_budget_s": 0.0}
+    document = read_document("three.tiff", tiff.getvalue(), settings)
+    assert document.pages == 1 and "PAGE 1" in document.text and "PAGE 2" not in document.text
+    assert any("2 page(s) were not read by OCR (2, 3)" in w and "ocr_timeout_s" in w for w in document.warnings)
+
+    scan = io.BytesIO()
+    pages[0].save(scan, format="PDF", save_all=True, append_images=pages[1:], resolution=100)
+    document = read_document("three.pdf", scan.getvalue(), settings)
+    assert (document.pages, document.ocr_pages) == (3, [1]) and document.text.split("\n\f")[1:] == ["", ""]
+    assert any("2 page(s) were not read by OCR (2, 3)" in w for w in document.warnings), document.warnings
+    assert not any("ocr_max_pages" in w for w in document.warnings)
+
+
 def test_exif_rotation_is_applied_so_the_text_is_read_upright() -> None:
     upright = text_image(["ROTATED INVOICE 42"], size=(640, 120))
     stored = upright.transpose(Image.Transpose.ROTATE_90)  # what the camera wrote
