@@ -54,7 +54,9 @@ def extract_fields(document: ReadDocument, data: bytes, settings: Any) -> Fields
         if not any(word.score is None for word in document.words):  # the text layer's words were not read yet
             from blocks.readers import pdf_words
 
-            text_words, document.page_sizes = pdf_words(data, settings.get("passwords"))
+            read = pdf_words(data, settings.get("passwords"))
+            document.page_sizes = [size for _, size in read.values()]
+            text_words = [word for found, _ in read.values() for word in found]
             document.words = sorted([*text_words, *document.words], key=lambda word: word.page)
     reader = reader_of(document)
     languages = settings.get("languages") or None

@@ -31,7 +31,7 @@ from blocks.errors import DocumentError
 from blocks.models import ErrorKind
 
 # Formats where more than one frame is an animation (one picture), not more pages.
-_ANIMATED = {"GIF", "WEBP", "PNG"}  # PNG: APNG
+ANIMATED = {"GIF", "WEBP", "PNG"}  # PNG: APNG
 # OCR reads a page at most this many pixels on its longer side (16 MP at most): the corpus's
 # largest scans (an A4 page at 350 dpi, a 4000 px typewriter photo) are read as they are. At full
 # size a 7000 x 7000 PNG and an 8000 x 6000 JPEG both went past the default 1280 MB; scaled, an
@@ -58,13 +58,13 @@ def read_image(
     with image:
         if image.width * image.height > max_pixels:
             raise DocumentError(ErrorKind.too_large, _too_many_pixels(image.size, max_pixels))
-        if image.format in _ANIMATED:
+        if image.format in ANIMATED:
             # is_animated looks for a second frame only; n_frames would walk them all
             frames = pages = 1
             if getattr(image, "is_animated", False):
                 notes.append("an animated image: only its first frame was read")
         else:
-            frames = pages = _frame_count(image)
+            frames = pages = frame_count(image)
         if pages > max_pages:
             notes.append(f"the image has {frames} pages: only the first {max_pages} were read (the OCR page limit)")
             pages = max_pages
@@ -97,7 +97,8 @@ def read_image(
     )
 
 
-def _frame_count(image: Any) -> int:
+def frame_count(image: Any) -> int:
+    """The pages of a multi-page image (TIFF), at least 1; 1 for a damaged frame index."""
     try:
         return max(1, int(getattr(image, "n_frames", 1)))
     except (OSError, ValueError, EOFError):  # a damaged frame index: read what the first frame gives

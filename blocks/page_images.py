@@ -37,7 +37,7 @@ def page_images(
         return []
     import pypdfium2 as pdfium
 
-    from blocks.readers import PDFIUM_LOCK, _open_pdf
+    from blocks.readers import PDFIUM_LOCK, _open_pdf, render_scale
 
     images: list[tuple[str, bytes]] = []
     with PDFIUM_LOCK:
@@ -47,8 +47,7 @@ def page_images(
                 page = pdf[number]
                 try:
                     width, height = page.get_size()  # PDF points, 1/72 inch
-                    scale = min(dpi / 72, max_side / max(width, height, 1.0))
-                    bitmap = page.render(scale=scale)
+                    bitmap = page.render(scale=render_scale(width, height, max_dpi=dpi, max_side=max_side))
                     buffer = io.BytesIO()
                     bitmap.to_pil().save(buffer, format="PNG", optimize=False)
                     images.append(("image/png", buffer.getvalue()))
@@ -63,9 +62,6 @@ def page_images(
 
 # --------------------------------------------------------------------------- review previews
 
-# Formats whose extra frames are an animation (one picture), not pages: only the first is shown,
-# as OCR reads only the first (blocks.images).
-_ANIMATED = {"GIF", "WEBP", "PNG"}
 # A PDF page is never rendered above this resolution for a preview, however small the page (a
 # receipt-sized page at 1000 pixels would otherwise be enlarged to 400 dpi for nothing).
 PREVIEW_MAX_DPI = 200
@@ -120,7 +116,7 @@ def _jpeg(image: Any, quality: int) -> bytes:
 def _preview_pdf(data: bytes, pages: list[int], max_side: int, quality: int, passwords: list[str]) -> Preview:
     import pypdfium2 as pdfium
 
-    from blocks.readers import PDFIUM_LOCK, _open_pdf
+    from blocks.readers import PDFIUM_LOCK, _open_pdf, render_scale
 
     preview = Preview()
     with PDFIUM_LOCK:
@@ -131,7 +127,7 @@ def _preview_pdf(data: bytes, pages: list[int], max_side: int, quality: int, pas
                 page = pdf[number - 1]
                 try:
                     width, height = page.get_size()  # PDF points of the page as displayed
-                    scale = min(PREVIEW_MAX_DPI / 72, max_side / max(width, height, 1.0))
+                    scale = render_scale(width, height, max_dpi=PREVIEW_MAX_DPI, max_side=max_side)
                     image = page.render(scale=scale).to_pil()
                     preview.images.append(PageImage(number, image.width, image.height, "image/jpeg", _jpeg(image, quality)))
                 except pdfium.PdfiumError as exc:
@@ -146,6 +142,8 @@ def _preview_pdf(data: bytes, pages: list[int], max_side: int, quality: int, pas
 def _preview_image(data: bytes, pages: list[int], max_side: int, quality: int, max_pixels: int) -> Preview:
     from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+    from blocks.images import ANIMATED, frame_count
+
     Image.MAX_IMAGE_PIXELS = None  # checked below on every shown frame, before it is decoded
     try:
         image = Image.open(io.BytesIO(data))
@@ -153,11 +151,8 @@ def _preview_image(data: bytes, pages: list[int], max_side: int, quality: int, m
         raise DocumentError(ErrorKind.corrupt, f"not a readable image ({exc})") from None
     preview = Preview()
     with image:
-        animated = image.format in _ANIMATED
-        try:
-            preview.pages = 1 if animated else max(1, int(getattr(image, "n_frames", 1)))
-        except (OSError, ValueError, EOFError):
-            preview.pages = 1
+        # an animation's extra frames are no pages: only the first is shown, as OCR reads only it
+        preview.pages = 1 if image.format in ANIMATED else frame_count(image)
         for number in [n for n in pages if 1 <= n <= preview.pages]:
             try:
                 image.seek(number - 1)

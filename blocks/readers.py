@@ -186,9 +186,16 @@ OCR_LONG_SIDE = 1800
 OCR_MAX_DPI = 400
 
 
+def render_scale(width: float, height: float, *, max_dpi: float, max_side: float) -> float:
+    """Pixels per PDF point to render a page of this size in points: `max_dpi`, lowered so the
+    longer side stays within `max_side` pixels (an A0 drawing must not become 100 megapixels).
+    OCR (`ocr_render_scale`), vision models and review previews (`blocks.page_images`) use it."""
+    return min(max_dpi / 72, max_side / max(width, height, 1.0))
+
+
 def ocr_render_scale(width: float, height: float) -> float:
-    """Pixels per PDF point for a page of this size in points (see OCR_LONG_SIDE)."""
-    return min(OCR_LONG_SIDE / max(width, height, 1.0), OCR_MAX_DPI / 72)
+    """Pixels per PDF point for a page to OCR (see OCR_LONG_SIDE)."""
+    return render_scale(width, height, max_dpi=OCR_MAX_DPI, max_side=OCR_LONG_SIDE)
 
 
 def _ocr_page(page: Any, number: int, clock: Any) -> Any:
@@ -199,37 +206,40 @@ def _ocr_page(page: Any, number: int, clock: Any) -> Any:
     return clock.read(image, number, scale=image.width / max(width, 1.0))
 
 
-def pdf_words(data: bytes, passwords: list[str] | None = None) -> tuple[list[Word], list[PageSize]]:
-    """Words with boxes of the first `WORD_PAGES` pages, for a PDF read earlier without them.
+def pdf_words(
+    data: bytes, passwords: list[str] | None = None, pages: list[int] | None = None
+) -> dict[int, tuple[list[Word], PageSize]]:
+    """Words with boxes, and the size, of each of `pages` (1-based; default the first
+    `WORD_PAGES`; pages past the end are left out), for a PDF read earlier without them.
 
     A batch with templates reads PDFs without words (a matching template needs only text, and
     words cost about half of a page's reading); the layout path asks for them here when no
-    template matched. The PDF opened once before, so it opens again.
+    template matched, and provenance for the pages holding a template's values. The PDF opened
+    once before, so it opens again.
     """
     import pypdfium2 as pdfium
 
     from blocks.words import page_words
 
-    positioned: list[Word] = []
-    sizes: list[PageSize] = []
+    read: dict[int, tuple[list[Word], PageSize]] = {}
     with PDFIUM_LOCK:
         pdf = _open_pdf(pdfium, data, passwords or [])
         try:
-            for number in range(min(len(pdf), WORD_PAGES)):
-                page = pdf[number]
+            for number in pages if pages is not None else range(1, WORD_PAGES + 1):
+                if not 1 <= number <= len(pdf):
+                    continue
+                page = pdf[number - 1]
                 try:
                     textpage = page.get_textpage()
                     try:
-                        page_list, size = page_words(page, textpage, number + 1)
+                        read[number] = page_words(page, textpage, number)
                     finally:
                         textpage.close()
                 finally:
                     page.close()
-                positioned.extend(page_list)
-                sizes.append(size)
         finally:
             pdf.close()
-    return positioned, sizes
+    return read
 
 
 def _open_pdf(pdfium: Any, data: bytes, passwords: list[str]) -> Any:

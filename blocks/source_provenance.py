@@ -352,7 +352,7 @@ class _Finder:
             return found, None
         box = Box(x=round(x0, 2), y=round(top, 2), w=round(max(0.0, x1 - x0), 2), h=round(max(0.0, bottom - top), 2),
                   page_width=size.width, page_height=size.height)
-        scores = [s for w in words if (s := getattr(w, "score", None)) is not None]
+        scores = [s for w in words if (s := w.score) is not None]
         return found.model_copy(update={"box": box}), (min(scores) if scores else None)
 
     def _nth(self, page: int, found: Provenance, target: str) -> int:
@@ -381,35 +381,16 @@ class _Finder:
         """Words of PDF pages that hold located values, when the reader kept none (a matched template)."""
         if self.document.media_type != sniff.PDF or not self.data or not pages:
             return
-        from blocks.readers import PDFIUM_LOCK, WORD_PAGES, _open_pdf
-        from blocks.words import page_words
-
-        import pypdfium2 as pdfium
+        from blocks.readers import WORD_PAGES, pdf_words
 
         words_by_page = self._page_words()
         # pages read by OCR came with their words; the text layer's were kept only without templates
         wanted = sorted(p for p in pages if 1 <= p <= WORD_PAGES and p not in words_by_page)
         if not wanted:
             return
-        with PDFIUM_LOCK:
-            pdf = _open_pdf(pdfium, self.data, self.passwords or [])
-            try:
-                for number in wanted:
-                    if number > len(pdf):
-                        continue
-                    page = pdf[number - 1]
-                    try:
-                        textpage = page.get_textpage()
-                        try:
-                            found, size = page_words(page, textpage, number)
-                        finally:
-                            textpage.close()
-                    finally:
-                        page.close()
-                    words_by_page[number] = found
-                    self._sizes[number] = size
-            finally:
-                pdf.close()
+        for number, (found, size) in pdf_words(self.data, self.passwords, wanted).items():
+            words_by_page[number] = found
+            self._sizes[number] = size
 
     def _cell(self, found: Provenance, target: str) -> Provenance:
         from openpyxl.utils import get_column_letter

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 from lxml import etree
 
-from blocks.document import PageSize, ReadDocument
+from blocks.document import PageSize, ReadDocument, Word
 from blocks.einvoice import SYNTAXES, read_einvoice_with_sources
 from blocks.field_paths import FieldsOutcome
 from blocks.parsing import parse_document
@@ -202,27 +202,15 @@ def test_plain_text_values_have_offsets_and_no_page() -> None:
     assert text[number["start"]: number["end"]] == "INV-77"
 
 
-class _OcrWord(NamedTuple):
-    """An OCR'd word as the OCR reader makes it: the Word fields plus the engine's score."""
-
-    text: str
-    x0: float
-    top: float
-    x1: float
-    bottom: float
-    page: int
-    score: float
-
-
 def test_ocr_scores_lower_the_confidence_and_boxes_are_in_pixels() -> None:
     words = [
-        _OcrWord("Invoice", 40, 100, 140, 130, 1, 0.98), _OcrWord("number", 150, 100, 260, 130, 1, 0.97),
-        _OcrWord("A-12345", 300, 100, 420, 130, 1, 0.9),
-        _OcrWord("Total", 40, 300, 120, 330, 1, 0.99), _OcrWord("99.50", 300, 300, 380, 330, 1, 0.6),
+        Word("Invoice", 40, 100, 140, 130, 1, 0.98), Word("number", 150, 100, 260, 130, 1, 0.97),
+        Word("A-12345", 300, 100, 420, 130, 1, 0.9),
+        Word("Total", 40, 300, 120, 330, 1, 0.99), Word("99.50", 300, 300, 380, 330, 1, 0.6),
     ]
     document = ReadDocument(
         text="Invoice number A-12345\nTotal 99.50", pages=1, media_type="image/png",
-        words=words, page_sizes=[PageSize(1000, 1400)],  # type: ignore[arg-type]
+        words=words, page_sizes=[PageSize(1000, 1400)],
     )
     fields = {"invoice_number": "A-12345", "totals": {"grand_total": 99.5}, "line_items": []}
     provenance = provenance_of(document, FieldsOutcome(fields, "layout"))
