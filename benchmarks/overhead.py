@@ -57,7 +57,7 @@ variant, or another knob, for experiments only; without it nothing is patched:
     no_steal=1              a shard never takes documents from another (tasks.work.SharedWork)
     no_stream=1             list the whole folder before extracting, as a batch with a max_documents
                             limit does (flows.batch.STREAM_AFTER)
-    progress_every_s=FLOAT  tasks.runtime.PROGRESS_EVERY_S, how often the progress artifact is updated (default 1.0)
+    progress_every_s=FLOAT  tasks.progress.PROGRESS_EVERY_S, how often the progress artifact is updated (default 1.0)
     switch_interval=FLOAT   sys.setswitchinterval for the run (CPython's default 0.005 s): how long a
                             thread waking from I/O or sleep may wait for the GIL
     skip_return_scan=1      skip Prefect's scan of the flow's return value for futures
@@ -409,9 +409,9 @@ def applied_experiment(experiment: dict[str, Any]) -> Iterator[Callable[[int, in
             take = tasks.work.SharedWork.take
             patch(tasks.work.SharedWork, "take", lambda self, shard, steal=True: take(self, shard, steal=False))
         if "progress_every_s" in experiment:
-            import tasks.runtime
+            import tasks.progress
 
-            patch(tasks.runtime, "PROGRESS_EVERY_S", experiment["progress_every_s"])
+            patch(tasks.progress, "PROGRESS_EVERY_S", experiment["progress_every_s"])
         if "switch_interval" in experiment:
             stack.callback(sys.setswitchinterval, sys.getswitchinterval())
             sys.setswitchinterval(experiment["switch_interval"])

@@ -7,6 +7,7 @@ import fnmatch
 import functools
 import mimetypes
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -290,6 +291,31 @@ class LocalFolder(Block):
         if not path.is_file():
             return None
         return _lines(path)
+
+    def list_journals(self, *parts: str) -> list[str]:
+        """Names of the journals (`*.jsonl`) directly in the folder at `parts`, sorted."""
+        folder = Path(self.location(*parts))
+        return sorted(entry.name for entry in folder.glob("*.jsonl")) if folder.is_dir() else []
+
+    def read_new_lines(self, *parts: str, cursor: int = 0) -> tuple[list[str], int]:
+        """The complete lines appended to a journal since `cursor` (a byte offset), and the new cursor.
+
+        A line still being written (no newline yet) is left for the next call.
+        """
+        try:
+            with open(self.location(*parts), "rb") as handle:
+                handle.seek(cursor)
+                data = handle.read()
+        except FileNotFoundError:
+            return [], cursor
+        end = data.rfind(b"\n") + 1
+        if not end:
+            return [], cursor
+        return data[:end].decode("utf-8", errors="replace").splitlines(), cursor + end
+
+    def delete_folder(self, *parts: str) -> None:
+        """Delete the folder at `parts` and everything in it (a batch's segments once merged)."""
+        shutil.rmtree(self.location(*parts), ignore_errors=True)
 
     def remove_temporaries(self, *parts: str) -> None:
         """Delete the hidden temporaries a killed run left in a folder."""

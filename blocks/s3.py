@@ -432,6 +432,37 @@ class S3Destination(Block):
             return None
         return _segment_lines(client, self.bucket, [k for _, k in segments])
 
+    def list_journals(self, *parts: str) -> list[str]:
+        """Names of the journals directly under the 'folder' at `parts` (each a `<name>.d/` of segments)."""
+        root = _folder(self._key(*parts))
+        names = []
+        for page in self._client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=root, Delimiter="/"):
+            for common in page.get("CommonPrefixes", ()):
+                name = common["Prefix"][len(root):].rstrip("/")
+                if name.endswith(".jsonl.d"):
+                    names.append(name[: -len(".d")])
+        return sorted(names)
+
+    def read_new_lines(self, *parts: str, cursor: int = 0) -> tuple[list[str], int]:
+        """The lines of the journal's segments numbered above `cursor`, and the last number read.
+
+        Segments are whole objects (`S3JournalFile` uploads each once), so every line is complete.
+        """
+        client, key = self._client(), self._key(*parts)
+        fresh = [(number, name) for number, name in _segments(client, self.bucket, key) if number > cursor]
+        if not fresh:
+            return [], cursor
+        lines = [line.rstrip("\n") for line in _segment_lines(client, self.bucket, [name for _, name in fresh])]
+        return lines, fresh[-1][0]
+
+    def delete_folder(self, *parts: str) -> None:
+        """Delete every object under the 'folder' at `parts` (a batch's segments once merged)."""
+        client, root = self._client(), _folder(self._key(*parts))
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=root):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", ())]
+            if keys:
+                client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+
     def remove_temporaries(self, *parts: str) -> None:
         """Nothing to do: temporaries live on the worker's disk and are never uploaded.
 

@@ -2,39 +2,34 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import copy_context
 from datetime import datetime, timezone
-from queue import Empty, SimpleQueue
-from typing import Annotated, Any
+from typing import Annotated
 
-from prefect import flow, unmapped
-from prefect.futures import PrefectFuture
+from prefect import flow
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
-from prefect.states import Failed
-from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
-from blocks.errors import BatchRefused, DocumentError, SourceUnavailable
-from blocks.models import BatchParameters, BatchReport, DocumentRef, DocumentResult, ErrorKind
-from blocks.extractor import Extractor
-from blocks.models import ExportFormat
-from blocks.resolve import Destination, Source, resolve_destination, resolve_extractor, resolve_source
+from blocks.models import BatchParameters, BatchReport, DocumentRef, DocumentResult, ExportFormat
+from blocks.resolve import Source
 from flows.params import ExportSettings, ExtractionSettings
+from flows.setup import REFUSALS, BatchSetup, prepare_batch, refused
 from tasks.artifacts import DocumentsTable
 from tasks.collect import batch_folder_name, collect_results
 from tasks.exports import PROCESS_FROM, ExportStream
-from tasks.journal import BatchJournal, JournalHeader, batch_key, find_resumable
 from tasks.extract import ExtractOptions, extract_documents
+from tasks.journal import JournalHeader, SegmentTail, SegmentWriter, discard_checkpoint, find_resumable, new_run_token
 from tasks.listing import DocumentListing, ListingFeed, list_documents, refuse_if_too_many
+from tasks.progress import ProgressPublisher
 from tasks.review_page import review_options, write_review_page
-from tasks.runtime import batch_runtime
-from tasks.sharding import PER_DOCUMENT_LIMIT, plan_shards
-from tasks.work import SharedWork
+from tasks.share import crashed_row, run_share
+from tasks.sharding import PER_DOCUMENT_LIMIT
 
 # A batch without a document limit starts extracting once its listing has found more than this
 # many documents (or ended): enough to decide the task runs' shape (`tasks.sharding`) and where
@@ -50,61 +45,6 @@ def batch_run_name() -> str:
     """Flow run name: the batch name, or `Batch YYYY-MM-DD HH:mm`."""
     name = (flow_run.parameters.get("batch_name") or "").strip()
     return name or default_batch_name()
-
-
-def _shard_crashed(ref: DocumentRef, exc: BaseException | None, extractor: str) -> DocumentResult:
-    """The row of a document whose task run crashed before giving it a result."""
-    if isinstance(exc, DocumentError):
-        error = exc
-    elif exc is None:  # only if a task run ended without finishing a document it took: a bug
-        error = DocumentError(ErrorKind.internal, "extraction ended without a result for this document")
-    else:
-        error = DocumentError(ErrorKind.internal, f"extraction task crashed: {type(exc).__name__}: {exc}")
-    return DocumentResult(ref=ref, status="failed", error=error.message, error_kind=error.kind, error_transient=error.transient, extractor=extractor)
-
-
-def stream_results(delivered: SimpleQueue[tuple[DocumentResult, str] | None], futures: Sequence[PrefectFuture[Any]], ordered: InOrder) -> None:
-    """Offer each final result to `ordered` as it arrives, until every task run has ended.
-
-    Task runs put their results on `delivered` as each document finishes (see
-    `BatchRuntime.document_finished`), so the export stream works through the batch while it
-    runs; each finished task run adds a None after its last result. (Letting results gather
-    for 20 ms before taking them, to wake this thread less often, measured no difference.)
-    """
-    running = len(futures)
-    for future in futures:
-        future.add_done_callback(lambda _: delivered.put(None))
-    while running:
-        arrived: list[tuple[DocumentResult, str]] = []
-        item = delivered.get()
-        while True:
-            if item is None:
-                running -= 1
-            else:
-                arrived.append(item)
-            try:
-                item = delivered.get_nowait()
-            except Empty:
-                break
-        ordered.offer(arrived)
-
-
-def crashed_task_runs(futures: Sequence[PrefectFuture[Any]]) -> dict[int, BaseException]:
-    """The exception of each task run (by position) that ended without completing."""
-    crashed: dict[int, BaseException] = {}
-    for n, future in enumerate(futures):
-        future.wait()
-        if future.state.is_completed():
-            continue
-        try:
-            future.result()
-        except BaseException as exc:
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            crashed[n] = exc
-        else:
-            crashed[n] = RuntimeError(f"task run ended {future.state.type.value}")
-    return crashed
 
 
 @flow(name="extract-batch", flow_run_name=batch_run_name, validate_parameters=True)
@@ -151,11 +91,8 @@ def extract_batch(
     feed = ListingFeed() if max_documents == 0 and not documents and not resume else None
     try:
         try:
-            src = resolve_source(source, include=include or [], exclude=exclude or [], recursive=recursive)
-            src.check()
-            loading = pool.submit(copy_context().run, resolve_extractor, extraction.extractor, **extraction.extractor_options())
-            destination = resolve_destination(export.output_dir)
-            destination.check()
+            setup = prepare_batch(source, include, exclude, recursive, extraction, export.output_dir, background=pool)
+            src = setup.src
             listing = pool.submit(copy_context().run, list_documents, src, 0 if documents else max_documents, quote(feed) if feed else None)
             if feed is not None and feed.wait_beyond(STREAM_AFTER):
                 refs = feed.refs  # grows while the batch runs: run_batch takes the rest from the feed
@@ -163,34 +100,22 @@ def extract_batch(
                 feed = None
                 refs = listing.result().refs
                 if documents:
-                    wanted = set(documents)
-                    listed = [r for r in refs if r.name in wanted]
-                    # Asked for but gone since the caller listed: still one row each, read (and so
-                    # reported as vanished) like any file that disappears under a batch.
-                    found = {r.name for r in listed}
-                    gone = [name for name in dict.fromkeys(documents) if name not in found]
-                    root = src.describe().rstrip("/")
-                    listed += [DocumentRef(index=0, uri=f"{root}/{name}", name=name, size=0, fingerprint="gone") for name in gone]
-                    refs = [ref.model_copy(update={"index": n}) for n, ref in enumerate(listed)]
+                    refs = chosen(src, refs, documents)
                 refuse_if_too_many(src, refs, max_documents)
-            extractor = loading.result()
-        except (SourceUnavailable, BatchRefused) as exc:
-            # A refusal is an answer, not a crash: one clear line in the run's state, no traceback,
-            # and Python callers get the exception itself.
-            logger.warning("Batch refused: %s", exc)
-            return Failed(message=str(exc), data=exc)  # type: ignore[return-value]
+            setup.extractor  # noqa: B018 - raises the extractor's refusal, before any work
+        except REFUSALS as exc:
+            return refused(exc)  # type: ignore[return-value]
         folder = batch_folder_name(name, started, str(run_id) if run_id else None)
-        key = settings_key(src, include or [], exclude or [], recursive, extractor, extraction)
         taken: dict[int, DocumentResult] = {}
         if resume:
-            found = find_resumable(destination, key)
+            found = find_resumable(setup.destination, setup.key)
             if found is None:
-                logger.info("Nothing to resume in %s for this batch: extracting every document", destination.location())
+                logger.info("Nothing to resume in %s for this batch: extracting every document", setup.destination.location())
             else:
                 folder, taken = found.folder, found.take(refs)
                 logger.info(
                     "Resuming %s: %d of %d document(s) already have a result in its checkpoint%s",
-                    destination.location(folder), len(taken), len(refs),
+                    setup.destination.location(folder), len(taken), len(refs),
                     f" ({found.torn_lines} torn line(s) ignored)" if found.torn_lines else "",
                 )
         parameters = BatchParameters(
@@ -199,9 +124,9 @@ def extract_batch(
             export=export.model_dump(mode="json"), max_documents=max_documents,
         )
         return run_batch(
-            refs=refs, feed=feed, listing=listing if feed is not None else None, taken=taken, resumed=len(taken), src=src,
-            extractor=extractor, destination=destination, folder=folder, key=key, name=name, started=started,
-            max_concurrency=max_concurrency, extraction=extraction, formats=export.formats, parameters=parameters,
+            refs=refs, feed=feed, listing=listing if feed is not None else None, taken=taken, resumed=len(taken), setup=setup,
+            folder=folder, name=name, started=started, max_concurrency=max_concurrency, formats=export.formats,
+            parameters=parameters,
         )
     finally:
         # However the batch ended (done, refused, failed), no listing outlives its flow run: one
@@ -211,6 +136,60 @@ def extract_batch(
         pool.shutdown()
 
 
+def chosen(src: Source, refs: list[DocumentRef], documents: list[str]) -> list[DocumentRef]:
+    """The listed references named in `documents`, renumbered in listing order.
+
+    Asked for but gone since the caller listed: still one row each, read (and so reported as
+    vanished) like any file that disappears under a batch.
+    """
+    wanted = set(documents)
+    listed = [r for r in refs if r.name in wanted]
+    found = {r.name for r in listed}
+    gone = [name for name in dict.fromkeys(documents) if name not in found]
+    root = src.describe().rstrip("/")
+    listed += [DocumentRef(index=0, uri=f"{root}/{name}", name=name, size=0, fingerprint="gone") for name in gone]
+    return [ref.model_copy(update={"index": n}) for n, ref in enumerate(listed)]
+
+
+class Merger:
+    """The flow's reader of the batch's segments: results in input order to the exports, as they land.
+
+    A thread of the flow polls the segments every `interval` seconds (`tasks.journal.SegmentTail`)
+    and offers what it finds to `ordered`; `finish` reads one last time once every share has
+    ended, and raises whatever stopped the thread (an export that could not be written).
+    """
+
+    def __init__(self, tail: SegmentTail, ordered: InOrder, interval: float) -> None:
+        self.tail = tail
+        self.ordered = ordered
+        self.interval = interval
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=copy_context().run, args=(self._run,), name="docbatch-merge", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _take(self) -> None:
+        found = self.tail.poll()
+        if found:
+            self.ordered.offer(found)
+
+    def _run(self) -> None:
+        try:
+            while not self._done.wait(self.interval):
+                self._take()
+        except BaseException as exc:  # noqa: BLE001 - raised again by `finish`, in the flow's thread
+            self._error = exc
+
+    def finish(self) -> None:
+        self._done.set()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        self._take()
+
+
 def run_batch(
     *,
     refs: list[DocumentRef],
@@ -218,15 +197,11 @@ def run_batch(
     listing: Future[DocumentListing] | None = None,
     taken: dict[int, DocumentResult],
     resumed: int,
-    src: Source,
-    extractor: Extractor,
-    destination: Destination,
+    setup: BatchSetup,
     folder: str,
-    key: str,
     name: str,
     started: datetime,
     max_concurrency: int,
-    extraction: ExtractionSettings,
     formats: list[ExportFormat],
     parameters: BatchParameters,
 ) -> BatchReport:
@@ -237,25 +212,22 @@ def run_batch(
     With a `feed` (a listing still running in `listing`, more than `STREAM_AFTER` references
     in), `refs` is its list so far, `taken` is empty, and the shards take the references from
     the feed as they are listed.
+
+    Results travel one road: the share appends each to its segment at the destination, and
+    the `Merger` reads the segments into the exports in input order.
     """
     logger = get_run_logger()
     run_id = flow_run.get_id()
-    batch_id = run_id or uuid.uuid4().hex
-    if feed is not None:
-        todo = refs  # the feed's own list: complete once the listing has ended
-        shards: list[list[DocumentRef]] = [[] for _ in range(max_concurrency)]
-        sharded = True
-    else:
-        todo = [ref for ref in refs if ref.index not in taken]
-        shards = [[todo[position] for position in shard] for shard in plan_shards(len(todo), max_concurrency)]
-        sharded = len(todo) > PER_DOCUMENT_LIMIT
+    src, extractor, destination, extraction, key = setup.src, setup.extractor, setup.destination, setup.extraction, setup.key
+    todo = refs if feed is not None else [ref for ref in refs if ref.index not in taken]
+    sharded = feed is not None or len(todo) > PER_DOCUMENT_LIMIT
     options = ExtractOptions(
-        batch_id=batch_id,
+        batch_id=str(run_id) if run_id else uuid.uuid4().hex,
         max_concurrency=max_concurrency,
         max_file_bytes=int(extraction.max_file_size_mb * 1024 * 1024),
         keep_text=extraction.keep_text,
         log_each_document=not sharded,  # INFO lines cost 0.6-1 s per 1,000 documents
-        shards=max(1, len(shards)),
+        shards=max_concurrency if sharded else max(1, len(todo)),
         max_tokens=extraction.max_tokens_per_batch,
         max_cost=extraction.max_cost_per_batch,
         cache=extraction.cache,
@@ -264,14 +236,14 @@ def run_batch(
     logger.info(
         "Batch %r: %s from %s, %d task run(s), at most %d at once, extractor %s",
         name, f"{len(refs)} document(s)" if feed is None else f"{len(refs)} document(s) so far, extracted while the listing continues",
-        src.describe(), len(shards), max_concurrency, extractor.label,
+        src.describe(), options.shards if todo or feed is not None else 0, max_concurrency, extractor.label,
     )
     extract = extract_documents.with_options(
         retries=extraction.retries,
         retry_delay_seconds=[extraction.retry_backoff_s * 2**n for n in range(extraction.retries)] or 0,
     )
 
-    journal = BatchJournal.open(destination, folder, JournalHeader(batch_key=key, batch_name=name, source=src.describe()))
+    run = new_run_token()
     exports = ExportStream(destination, folder, formats, declared_fields=extractor.output_fields, expected=len(refs))
     table = DocumentsTable(name, 0 if feed is not None else len(refs))
 
@@ -281,40 +253,35 @@ def run_batch(
             table.total = len(refs)  # the listing has ended: the table knows whether it is truncated
         table.offer(ordered.results)
 
+    def total() -> tuple[int, bool]:
+        if feed is not None and not feed.done:
+            return len(feed.refs), False
+        return len(refs), True
+
     ordered = InOrder(stream)
     ordered.offer(taken.values())
-    work = SharedWork(shards, feed) if sharded else None
+    merger = Merger(SegmentTail(destination, folder, run), ordered, interval=MERGE_EVERY_S.get(type(destination).__name__, 0.1))
+    progress = ProgressPublisher(name, lambda: len(ordered.seen), total)
+    segment: SegmentWriter | None = None
     try:
-        with batch_runtime(
-            batch_id, max_concurrency, len(refs), progress_title=name, finished=len(taken), journal=journal, work=work,
-            feed=feed,
-        ) as runtime:
-            if shards:
-                # A runner per batch, bounded by the run's own max_concurrency parameter, so the
-                # UI's value takes effect whatever task runner the flow was deployed with; the
-                # batch's slots bound documents in flight in any case.
-                with ThreadPoolTaskRunner(max_workers=min(max_concurrency, len(shards))) as runner:
-                    mapped = {
-                        "refs": [quote(shard) for shard in shards],
-                        "source": unmapped(src),
-                        "extractor": unmapped(extractor),
-                        "options": unmapped(options),
-                    }
-                    if sharded:
-                        mapped["shard"] = list(range(len(shards)))
-                    futures = runner.map(extract, mapped)
-                    stream_results(runtime.delivered, futures, ordered)
-                    crashed = crashed_task_runs(futures)
-                if listing is not None:
-                    listing.result()  # ended once the shards ran dry; raises the error that stopped it early
-                missing = [ref for ref in todo if ref.index not in ordered.seen]
-                if missing:
-                    owners = work.holders(ref.index for ref in missing) if work else {shard[0].index: n for n, shard in enumerate(shards)}
-                    for n, exc in crashed.items():
-                        lost = sum(owners.get(ref.index) == n for ref in missing)
-                        logger.warning("Extraction task run %d of %d crashed, %d document(s) unfinished: %s", n + 1, len(shards), lost, exc)
-                    ordered.offer([_shard_crashed(ref, crashed.get(owners.get(ref.index, -1)), extractor.label) for ref in missing])
-        journal.close()
+        if todo or feed is not None:
+            header = JournalHeader(batch_key=key, batch_name=name, source=src.describe(), run=run, share=0)
+            segment = SegmentWriter.open(destination, folder, header)
+        progress.start()
+        merger.start()
+        try:
+            if segment is not None:
+                run_share(refs=todo, feed=feed, source=src, extractor=extractor, options=options, segment=segment, task=extract)
+            if listing is not None:
+                listing.result()  # ended once the shards ran dry; raises the error that stopped it early
+        finally:
+            if segment is not None:
+                segment.close()  # on S3: uploads its last lines, which the merger's last read takes
+            merger.finish()
+            progress.stop()
+        missing = [ref for ref in todo if ref.index not in ordered.seen]
+        if missing:  # a share always records every document: only a lost segment line gets here
+            ordered.offer([crashed_row(ref, None, extractor.label) for ref in missing])
         report = collect_results(
             quote(ordered.results),
             name=name,
@@ -330,12 +297,11 @@ def run_batch(
             batch_key=key,
             table=quote(table),
         )
-        runtime.settle()
+        progress.settle()
     except BaseException:
-        exports.close()  # nothing half-written under a final name; the journal stays for `resume`
-        journal.close()
+        exports.close()  # nothing half-written under a final name; the segments stay for `resume`
         raise
-    journal.discard()
+    discard_checkpoint(destination, folder)
     if ExportFormat.review in formats:  # after report.json: the page is a view of the batch, never its failure
         write_review_page(
             quote(ordered.results), report=quote(report), source=src, destination=destination, folder=folder,
@@ -344,19 +310,9 @@ def run_batch(
     return report
 
 
-
-
-def settings_key(src: Source, include: list[str], exclude: list[str], recursive: bool, extractor: Extractor, extraction: ExtractionSettings) -> str:
-    """The key of everything that decides a document's result: equal keys, equal results."""
-    # `fingerprint` holds what the settings do not show, e.g. a templates folder's content: a
-    # changed template is a new configuration for resume and ingestion, though its path is not.
-    return batch_key(
-        source=src.describe(), include=include, exclude=exclude, recursive=recursive,
-        extractor=extractor.label, extractor_settings=extractor.model_dump(mode="json"),
-        extractor_fingerprint=extractor.fingerprint(),
-        keep_text=extraction.keep_text, max_file_size_mb=extraction.max_file_size_mb,
-        review_min_confidence=extraction.review_min_confidence,
-    )
+# How often the flow reads the segments: a local file costs a stat and a read; an S3 prefix a
+# listing per segment, and its writers upload every 2 s anyway.
+MERGE_EVERY_S = {"S3Destination": 1.0}
 
 
 class InOrder:

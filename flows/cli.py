@@ -138,11 +138,10 @@ def run(
             err.print(f"[red]error:[/] invalid {where}: {error['msg']}")
         raise typer.Exit(EXIT_BAD_PARAMETERS) from None
 
-    from blocks.resolve import resolve_destination, resolve_source
+    from flows.setup import open_ends
 
     try:  # before the flow run starts: one line and a distinct exit code, no flow run to clean up
-        resolve_source(source, include=include or [], exclude=exclude or [], recursive=recursive).check()
-        resolve_destination(output).check()
+        open_ends(source, include or [], exclude or [], recursive, output)
     except SourceUnavailable as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(unavailable_exit_code(exc)) from None
@@ -361,6 +360,9 @@ def print_summary(report: BatchReport, console: Console) -> None:
 
 
 def main() -> None:
+    from flows.lifeline import hold
+
+    hold()  # first: what this process starts (Prefect's temporary server, workers) ends with it, even on kill -9
     app()
 
 

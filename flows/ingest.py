@@ -14,12 +14,12 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 from pydantic import BaseModel, Field
 
-from blocks.errors import BatchRefused, DocumentError, SourceUnavailable
+from blocks.errors import DocumentError
 from blocks.local import LocalDirectory
 from blocks.models import BatchTotals, DocumentRef
-from blocks.resolve import resolve_destination, resolve_extractor, resolve_source
-from flows.batch import extract_batch, settings_key
+from flows.batch import extract_batch
 from flows.params import ExportSettings, ExtractionSettings
+from flows.setup import REFUSALS, prepare_batch, refused
 from tasks.listing import list_documents
 from tasks.manifest import IngestLock, ManifestError, Plan, load_manifest, plan, record, save_manifest
 
@@ -94,15 +94,10 @@ def ingest_inbox(
     logger = get_run_logger()
     name = flow_run.get_name() or ingest_run_name()
     try:
-        src = resolve_source(source, include=include or [], exclude=exclude or [], recursive=recursive)
-        src.check()
-        extractor = resolve_extractor(extraction.extractor, **extraction.extractor_options())
-        destination = resolve_destination(export.output_dir)
-        destination.check()
-    except (SourceUnavailable, BatchRefused) as exc:
-        logger.warning("Ingestion refused: %s", exc)
-        return Failed(message=str(exc), data=exc)  # type: ignore[return-value]
-    key = settings_key(src, include or [], exclude or [], recursive, extractor, extraction)
+        setup = prepare_batch(source, include, exclude, recursive, extraction, export.output_dir)
+    except REFUSALS as exc:
+        return refused(exc, "Ingestion")  # type: ignore[return-value]
+    src, destination, key = setup.src, setup.destination, setup.key
     lock = IngestLock(destination, key)
     if not lock.acquire(owner=str(flow_run.get_id() or "python")):
         message = "another ingestion of this source with these settings is running: nothing done"

@@ -7,13 +7,12 @@ from datetime import datetime, timezone
 from prefect import flow
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
-from prefect.states import Failed
 
-from blocks.errors import BatchRefused, SourceUnavailable
+from blocks.errors import SourceUnavailable
 from blocks.models import BatchReport, DocumentResult
-from blocks.resolve import resolve_destination, resolve_extractor, resolve_source
-from flows.batch import run_batch, settings_key
+from flows.batch import run_batch
 from flows.params import ExportSettings, ExtractionSettings
+from flows.setup import REFUSALS, prepare_batch, refused
 from flows.reports import load_report
 from tasks.collect import batch_folder_name
 
@@ -45,14 +44,9 @@ def retry_failed(batch: str, batch_name: str = "") -> BatchReport:
         settings = previous.parameters
         extraction = ExtractionSettings(**settings.extraction)
         export = ExportSettings(**settings.export)
-        src = resolve_source(settings.source, include=settings.include, exclude=settings.exclude, recursive=settings.recursive)
-        src.check()
-        extractor = resolve_extractor(extraction.extractor, **extraction.extractor_options())
-        destination = resolve_destination(export.output_dir)
-        destination.check()
-    except (SourceUnavailable, BatchRefused) as exc:
-        logger.warning("Retry refused: %s", exc)
-        return Failed(message=str(exc), data=exc)  # type: ignore[return-value]
+        setup = prepare_batch(settings.source, settings.include, settings.exclude, settings.recursive, extraction, export.output_dir)
+    except REFUSALS as exc:
+        return refused(exc, "Retry")  # type: ignore[return-value]
 
     name = (batch_name or "").strip() or f"{previous.name} (retry)"
     refs = [result.ref.model_copy(update={"index": n}) for n, result in enumerate(previous.results)]
@@ -60,9 +54,7 @@ def retry_failed(batch: str, batch_name: str = "") -> BatchReport:
         n: result.model_copy(update={"ref": refs[n]}) for n, result in enumerate(previous.results) if result.status != "failed"
     }
     logger.info("Retrying %d failed document(s) of %r (%s)", len(refs) - len(taken), previous.name, previous.flow_run_id or batch)
-    key = settings_key(src, settings.include, settings.exclude, settings.recursive, extractor, extraction)
     return run_batch(
-        refs=refs, taken=taken, resumed=0, src=src, extractor=extractor, destination=destination,
-        folder=batch_folder_name(name, started, str(run_id) if run_id else None), key=key, name=name, started=started,
-        max_concurrency=settings.max_concurrency, extraction=extraction, formats=export.formats, parameters=settings,
+        refs=refs, taken=taken, resumed=0, setup=setup, folder=batch_folder_name(name, started, str(run_id) if run_id else None),
+        name=name, started=started, max_concurrency=settings.max_concurrency, formats=export.formats, parameters=settings,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -26,7 +26,9 @@ from blocks.models import DocumentRef, DocumentResult, ErrorKind
 from blocks.resolve import Source
 from tasks.result_cache import cached_extract
 from tasks.review import apply_review
-from tasks.runtime import runtime_for
+
+if TYPE_CHECKING:
+    from tasks.share import ShareContext
 
 
 class ExtractOptions(BaseModel):
@@ -49,9 +51,9 @@ class ExtractOptions(BaseModel):
 class ShardSummary(BaseModel):
     """What an extraction task run returns: counts only.
 
-    Each result reaches the flow through the batch runtime as soon as it is final; returning
-    them all again would make Prefect walk the list when the task run ends (about 10 µs per
-    result, at the batch's very end) and hold a second reference to every result.
+    Each result leaves through its share's segment as soon as it is final (`tasks.journal`);
+    returning them all again would make Prefect walk the list when the task run ends (about
+    10 µs per result, at the batch's very end) and hold a second reference to every result.
     """
 
     extracted: int = 0
@@ -174,31 +176,32 @@ def _retry_transient_only(task: Any, task_run: Any, state: Any) -> bool:
     persist_result=False,
 )
 def extract_documents(
-    refs: list[DocumentRef], source: Source, extractor: Extractor, options: ExtractOptions, shard: int | None = None
+    refs: list[DocumentRef], source: Source, extractor: Extractor, options: ExtractOptions, share: ShareContext,
+    shard: int | None = None,
 ) -> ShardSummary:
-    """Extract a shard of documents, one at a time, each inside one of the batch's concurrency slots.
+    """Extract a shard of documents, one at a time, each inside one of the share's concurrency slots.
 
     `shard` is this task run's number in a sharded batch: its documents then come from the
-    batch's shared queues, and once its own are done it takes the last ones of the busiest
-    other shard (`tasks.work`). Each final result goes to the flow through the batch runtime
-    (`BatchRuntime.document_finished`); the task run returns counts.
+    share's queues, and once its own are done it takes the last ones of the busiest other
+    shard (`tasks.work`). Each final result is appended to the share's segment, the one road by
+    which results leave (`tasks.journal`); the task run returns counts.
 
-    Results survive the task's own retries in the batch runtime, so a retry after a transient
+    Results survive the task's own retries in `share.kept`, so a retry after a transient
     error (HTTP 429, a timeout) re-extracts only the documents that hit one. Only a first
     attempt takes documents from other shards, so a taken document gets as many attempts as
     its own shard would have given it.
     """
     logger = get_run_logger()
-    runtime = runtime_for(options.batch_id, options.max_concurrency)
-    if runtime.delivered is None:
-        raise RuntimeError("extract_documents runs inside a batch (flows.batch.run_batch), whose runtime collects its results")
+    if hasattr(share, "unwrap"):  # called with the `quote` wrapper itself (not through a task runner)
+        share = share.unwrap()
     context = TaskRunContext.get()
     run_key = str(context.task_run.id) if context else "local"
     attempt = context.task_run.run_count if context else 1
     retries = context.task.retries if context else 0
     final_attempt = attempt > retries
-    kept = runtime.kept.setdefault(run_key, {})
-    work = runtime.work if shard is not None and runtime.work is not None and shard < len(runtime.work) else None
+    kept = share.kept.setdefault(run_key, {})
+    budget = share.budget
+    work = share.work if shard is not None and share.work is not None and shard < len(share.work) else None
 
     def documents() -> Iterator[tuple[DocumentRef, DocumentResult | None]]:
         for previous in [r for r in kept.values() if r.status == "failed" and r.error_transient]:
@@ -209,24 +212,24 @@ def extract_documents(
             while (ref := work.take(shard, steal=attempt == 1)) is not None:
                 yield ref, None
 
-    with runtime.shard_slots() as slots:
+    with share.slots.shard() as slots:
         for ref, previous in documents():
             with slots.document(ref.index):
-                if runtime.stopped is not None:  # checked inside the slot: a stop may come while waiting for it
+                if budget.stopped is not None:  # checked inside the slot: a stop may come while waiting for it
                     result = DocumentResult(
-                        ref=ref, status="skipped", error=f"not extracted: {runtime.stopped}", error_kind=ErrorKind.backend,
+                        ref=ref, status="skipped", error=f"not extracted: {budget.stopped}", error_kind=ErrorKind.backend,
                         error_transient=False, extractor=extractor.label,
                     )
                 else:
-                    result = extract_one(ref, source, extractor, options, on_stop=runtime.stop)
-                    runtime.spend(result, options)
+                    result = extract_one(ref, source, extractor, options, on_stop=budget.stop)
+                    budget.spend(result)
             result.attempts = (previous.attempts if previous else 0) + 1
             kept[ref.index] = result
             transient = result.status == "failed" and bool(result.error_transient)
             if transient and not final_attempt:
                 logger.warning("%s: %s (%s, will retry)", ref.name, result.error, result.error_kind.value if result.error_kind else "")
                 continue
-            runtime.document_finished(result)
+            share.segment.record(result)
             if result.status == "failed":
                 logger.warning("%s: failed, %s: %s", ref.name, result.error_kind.value if result.error_kind else "error", result.error)
             elif options.log_each_document:
@@ -237,7 +240,7 @@ def extract_documents(
         raise TransientFailures(
             f"{len(waiting)} document(s) hit transient errors and will be retried: {', '.join(waiting[:5])}"
         )
-    runtime.kept.pop(run_key, None)
+    share.kept.pop(run_key, None)
     if work is not None:
         taken_over = work.stolen_by[shard]  # only a first attempt steals, so all of them are in `kept`
     else:

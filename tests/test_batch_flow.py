@@ -18,7 +18,7 @@ from flows.batch import STREAM_AFTER, extract_batch
 from flows.history import recorded_task_runs, wait_for_history
 from flows.params import ExportSettings, ExtractionSettings
 from tasks.export_files import ExportWriter
-from tasks.runtime import BatchRuntime
+from tasks.journal import SegmentWriter
 from tasks.sharding import plan_shards
 from tests import fakes
 from tests.conftest import copy_into, corpus
@@ -146,14 +146,14 @@ def test_sharded_batch_shares_work_and_retries_only_transient_documents(tmp_path
 def test_a_crashed_task_run_costs_only_the_document_it_was_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     names = text_files(tmp_path / "in", 120)
     extractor, tag = scripted(latency_ms=5)
-    finished = BatchRuntime.document_finished
+    record = SegmentWriter.record
 
-    def crash_on_one(self: BatchRuntime, result: DocumentResult) -> None:
-        if result.ref.name == "doc-0010.txt":  # the fourth document of task run 2 of 3
+    def crash_on_one(self: SegmentWriter, result: DocumentResult, text: str | None = None) -> None:
+        if result.ref.name == "doc-0010.txt" and result.status == "succeeded":  # the fourth document of task run 2 of 3
             raise RuntimeError("simulated bug in the task run")
-        finished(self, result)
+        record(self, result, text)  # the share's own row for the document its crashed task run lost
 
-    monkeypatch.setattr(BatchRuntime, "document_finished", crash_on_one)
+    monkeypatch.setattr(SegmentWriter, "record", crash_on_one)
     report = run(tmp_path / "in", tmp_path / "out", extractor, max_concurrency=3, formats=["csv"])
 
     assert [r.ref.name for r in report.results] == names
@@ -230,7 +230,7 @@ def test_a_listing_that_fails_midway_fails_the_batch_and_publishes_no_export(tmp
     # Nothing was published: no final-named export file, only the checkpoint kept for `resume`,
     # which holds every document extracted before the batch stopped.
     published = [p for p in (tmp_path / "out").rglob("*") if p.is_file() and not p.name.startswith(".")]
-    assert [p.name for p in published] == ["journal.jsonl"]
+    assert [p.parent.name for p in published] == ["segments"] and published[0].suffix == ".jsonl"
     assert len(published[0].read_text().splitlines()) == 1 + extracted  # its header, then one line per result
 
     monkeypatch.undo()  # the folder reads again: resuming extracts only what is missing
@@ -381,8 +381,8 @@ def test_exports_that_cannot_be_written_fail_the_batch_and_the_summary_says_so(t
     assert "could not be written" in latest and "No space left on device" in latest
     assert "## Exports" not in latest and "documents.csv" not in latest
     assert not [a for a in read_all_artifacts(str(flow_run.id)) if a.key == "docbatch-exports"]  # the link was retracted
-    published = [p.name for p in (tmp_path / "out").rglob("*") if p.is_file() and not p.name.startswith(".")]
-    assert published == ["journal.jsonl"]  # kept for `resume`; no export under a final name
+    published = [p.parent.name for p in (tmp_path / "out").rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert published == ["segments"]  # kept for `resume`; no export under a final name
 
 
 def test_nested_fields_and_line_items_exports(tmp_path: Path) -> None:

@@ -222,7 +222,7 @@ def test_an_ingestion_killed_mid_batch_is_finished_by_the_next_run_without_doing
     import sys
 
     from flows.ingest import ingest_inbox
-    from tasks.journal import JOURNAL_NAME
+    from tasks.journal import SEGMENTS
     from tests.conftest import ROOT
     from tests.counting import CountingExtractor
 
@@ -244,7 +244,7 @@ def test_an_ingestion_killed_mid_batch_is_finished_by_the_next_run_without_doing
     child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and child.poll() is None:
-        journals = list(out.glob(f"*/{JOURNAL_NAME}"))
+        journals = list(out.glob(f"*/{SEGMENTS}/*.jsonl"))
         if journals and len(journals[0].read_text().splitlines()) > 30:
             os.kill(child.pid, signal.SIGKILL)
             break

@@ -152,7 +152,7 @@ def test_a_broken_template_refuses_the_batch_before_any_document(tmp_path: Path,
 def test_a_changed_template_changes_the_fingerprint(tmp_path: Path) -> None:
     templates = _templates_of(corpus("invoice2data", "compare", "Orlen"), tmp_path / "t")
     from blocks.local import LocalDirectory
-    from flows.batch import settings_key
+    from tasks.journal import settings_key
     from flows.params import ExtractionSettings
 
     extractor = EmbeddedExtractor(templates=str(templates))

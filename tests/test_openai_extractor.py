@@ -207,7 +207,7 @@ def test_the_embedded_extractor_refuses_a_schema_and_a_prompt_it_cannot_honour(c
 
 def test_a_changed_schema_or_prompt_is_a_new_batch_key(tmp_path: Path) -> None:
     from blocks.local import LocalDirectory
-    from flows.batch import settings_key
+    from tasks.journal import settings_key
     from flows.params import ExtractionSettings
 
     source = LocalDirectory(path=str(tmp_path))

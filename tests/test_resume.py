@@ -16,7 +16,7 @@ import pytest
 
 from blocks.local import LocalFolder
 from blocks.models import DocumentRef, DocumentResult
-from tasks.journal import JOURNAL_NAME, BatchJournal, JournalHeader, find_resumable
+from tasks.journal import SEGMENTS, JournalHeader, SegmentWriter, find_resumable
 from tests.conftest import ROOT
 
 DOCUMENTS = 240  # a sharded batch, as large batches run, with its exports written by a child process
@@ -98,7 +98,7 @@ def test_kill_9_halfway_then_resume_extracts_only_the_rest(cli_env: dict[str, st
     deadline = time.monotonic() + 180
     journal: Path | None = None
     while time.monotonic() < deadline and child.poll() is None:
-        found = list((tmp_path / "out").glob(f"*/{JOURNAL_NAME}"))
+        found = list((tmp_path / "out").glob(f"*/{SEGMENTS}/*.jsonl"))
         if found and len(found[0].read_text().splitlines()) > 40:
             journal = found[0]
             writers = export_processes(child.pid)
@@ -112,11 +112,11 @@ def test_kill_9_halfway_then_resume_extracts_only_the_rest(cli_env: dict[str, st
     while any(map(running, writers)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(map(running, writers)), "the export writer outlived the killed batch"
-    batch_folder = journal.parent
+    batch_folder = journal.parent.parent
     recorded = journal_names(journal)
     assert 40 <= len(recorded) < DOCUMENTS
-    # Nothing with a final name but the journal: no export looks complete after the crash.
-    assert sorted(p.name for p in batch_folder.iterdir() if not p.name.startswith(".")) == [JOURNAL_NAME]
+    # Nothing with a final name but the checkpoint's segments: no export looks complete after the crash.
+    assert sorted(p.name for p in batch_folder.iterdir() if not p.name.startswith(".")) == [SEGMENTS]
 
     # 2. The same command with --resume extracts exactly the documents the journal lacks.
     done = subprocess.run([*CLI, *args, "--resume", "--json"], cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=240)
@@ -129,7 +129,7 @@ def test_kill_9_halfway_then_resume_extracts_only_the_rest(cli_env: dict[str, st
     assert sorted(second) == sorted(set(names) - set(recorded)), "the resumed run extracted a recorded document, or missed one"
     assert set(first) >= set(recorded)
     assert Path(report["output_dir"]) == batch_folder  # finished where the interrupted run started
-    assert not (batch_folder / JOURNAL_NAME).exists() and not list(batch_folder.glob(".*.tmp"))
+    assert not (batch_folder / SEGMENTS).exists() and not list(batch_folder.glob(".*.tmp"))
     assert "Traceback" not in done.stderr
 
     # 3. The exports equal those of an uninterrupted run of the same batch.
@@ -161,16 +161,16 @@ def result(index: int, name: str, fingerprint: str = "1:1") -> DocumentResult:
 
 
 def header(key: str = "k1") -> JournalHeader:
-    return JournalHeader(batch_key=key, batch_name="b", source="/in")
+    return JournalHeader(batch_key=key, batch_name="b", source="/in", run="r1")
 
 
 def test_journal_matches_by_name_and_fingerprint_and_ignores_a_torn_line(tmp_path: Path) -> None:
     destination = LocalFolder(path=str(tmp_path))
-    journal = BatchJournal.open(destination, "20260101-000000-b-1", header())
+    journal = SegmentWriter.open(destination, "20260101-000000-b-1", header())
     journal.record(result(0, "a.pdf"))
     journal.record(result(1, "b.pdf", fingerprint="1:2"))
     journal.close()
-    with (tmp_path / "20260101-000000-b-1" / JOURNAL_NAME).open("a") as handle:
+    with (tmp_path / "20260101-000000-b-1" / SEGMENTS / journal.name).open("a") as handle:
         handle.write('{"ref": {"index": 2, "uri": "/in/c.pdf", "na')  # the process died here
     (tmp_path / "20260101-000000-b-1" / ".documents.csv.x1.tmp").write_text("half")
 
@@ -186,10 +186,34 @@ def test_journal_matches_by_name_and_fingerprint_and_ignores_a_torn_line(tmp_pat
     assert list(taken) == [1] and taken[1].ref.index == 1 and taken[1].fields == {"n": 0}
 
 
+def test_the_tail_reads_each_new_line_once_and_skips_a_line_still_being_written(tmp_path: Path) -> None:
+    from tasks.journal import SegmentTail
+
+    destination = LocalFolder(path=str(tmp_path))
+    tail = SegmentTail(destination, "f", "r1")
+    assert tail.poll() == []  # no segment yet
+    first = SegmentWriter.open(destination, "f", header())
+    second = SegmentWriter.open(destination, "f", header().model_copy(update={"share": 1}))
+    other_run = SegmentWriter.open(destination, "f", header().model_copy(update={"run": "r0"}))
+    first.record(result(0, "a.pdf"))
+    other_run.record(result(5, "old.pdf"))  # an earlier run's segment in the same folder: not this run's
+    assert [r.ref.index for r, _ in tail.poll()] == [0]
+    with (tmp_path / "f" / SEGMENTS / second.name).open("a") as handle:
+        handle.write('{"ref": {"index": 1, "uri": "/in/b.pdf", "na')  # not yet a whole line
+    assert tail.poll() == []
+    with (tmp_path / "f" / SEGMENTS / second.name).open("a") as handle:
+        handle.write('me": "b.pdf", "size": 1, "fingerprint": "1:1"}, "status": "succeeded"}\n')
+    first.record(result(2, "c.pdf"))
+    first.record(result(0, "a.pdf"))  # recorded again (a share started again): returned once
+    found = tail.poll()
+    assert sorted(r.ref.index for r, _ in found) == [1, 2]
+    assert all(text == r.model_dump_json() or r.ref.index == 1 for r, text in found)
+
+
 def test_only_an_unfinished_batch_with_the_same_key_is_resumed(tmp_path: Path) -> None:
     destination = LocalFolder(path=str(tmp_path))
     for folder, key in (("20260101-000001-b-1", "k1"), ("20260101-000002-b-2", "other"), ("20260101-000003-b-3", "k1")):
-        journal = BatchJournal.open(destination, folder, header(key))
+        journal = SegmentWriter.open(destination, folder, header(key))
         journal.record(result(0, "a.pdf"))
         journal.close()
     (tmp_path / "20260101-000003-b-3" / "report.json").write_text("{}")  # that one finished
@@ -201,7 +225,7 @@ def test_only_an_unfinished_batch_with_the_same_key_is_resumed(tmp_path: Path) -
 
 def test_a_journal_from_a_newer_docbatch_is_a_clear_error(tmp_path: Path) -> None:
     destination = LocalFolder(path=str(tmp_path))
-    BatchJournal.open(destination, "20260101-000000-b-1", header().model_copy(update={"version": 99})).close()
+    SegmentWriter.open(destination, "20260101-000000-b-1", header().model_copy(update={"version": 99})).close()
     with pytest.raises(ValueError, match="newer docbatch"):
         find_resumable(destination, "k1")
 
@@ -215,5 +239,5 @@ def test_resume_without_a_checkpoint_extracts_everything(prefect_api: str, tmp_p
         (tmp_path / "in" / f"{number}.txt").write_text(f"Invoice no. A-{number}00\n")
     report = extract_batch(source=str(tmp_path / "in"), resume=True, export=ExportSettings(output_dir=str(tmp_path / "out"), formats=["csv"]))
     assert report.status == "completed" and report.totals.resumed == 0 and report.totals.succeeded == 3
-    assert not list((tmp_path / "out").rglob(JOURNAL_NAME))  # a finished batch keeps no checkpoint
+    assert not list((tmp_path / "out").rglob(SEGMENTS))  # a finished batch keeps no checkpoint
     assert report.finished >= report.started and report.started <= datetime.now(timezone.utc)

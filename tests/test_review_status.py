@@ -166,7 +166,7 @@ def test_the_human_summary_says_how_many_need_review_and_why(tmp_path: Path) -> 
 def test_the_review_threshold_is_part_of_the_batch_key(tmp_path: Path) -> None:
     from blocks.embedded import EmbeddedExtractor
     from blocks.local import LocalDirectory
-    from flows.batch import settings_key
+    from tasks.journal import settings_key
     from flows.params import ExtractionSettings
 
     source = LocalDirectory(path=str(tmp_path))

@@ -24,7 +24,9 @@ from blocks.models import BatchReport, BatchTotals, DocumentRef, DocumentResult,
 from blocks.resolve import Destination, Source
 from blocks.s3 import S3Destination, S3JournalFile, S3Source
 from tasks.exports import write_exports
-from tasks.journal import JOURNAL_NAME, BatchJournal, JournalHeader, find_resumable
+from tasks.journal import JournalHeader, SegmentTail, SegmentWriter, find_resumable
+
+JOURNAL_NAME = "journal.jsonl"
 from tests.s3_server import REGION, iam_authentication, s3_endpoint  # noqa: F401 - s3_endpoint is a fixture
 
 SECRET = "docbatch/TEST+secret-KEY-4d2f9a"  # must never show anywhere
@@ -406,15 +408,17 @@ def test_journal_segments_round_trip(s3_endpoint: str, s3: Any, bucket: str, mon
 
 
 def test_exports_and_resume_work_through_the_s3_destination(s3_endpoint: str, s3: Any, bucket: str) -> None:
-    """The tasks' own code (ExportStream, BatchJournal, find_resumable) on an S3Destination."""
+    """The tasks' own code (ExportStream, SegmentWriter, SegmentTail, find_resumable) on an S3Destination."""
     out = destination(s3_endpoint, bucket)
     refs = [DocumentRef(index=n, uri=f"s3://in/{n}.pdf", name=f"{n}.pdf", size=1, fingerprint=f"etag{n}") for n in range(3)]
     results = [DocumentResult(ref=r, status="succeeded", fields={"total": r.index, "lines": [{"sku": "a"}]}) for r in refs]
-    header = JournalHeader(batch_key="k1", batch_name="b", source="s3://in/")
-    journal = BatchJournal.open(out, "20260101-b", header)
+    header = JournalHeader(batch_key="k1", batch_name="b", source="s3://in/", run="r1")
+    journal = SegmentWriter.open(out, "20260101-b", header)
+    tail = SegmentTail(out, "20260101-b", "r1")
     for result in results[:2]:
         journal.record(result)
     journal.close()
+    assert [found.ref.index for found, _ in tail.poll()] == [0, 1] and tail.poll() == []  # each read once
     found = find_resumable(out, "k1")
     assert found is not None and found.folder == "20260101-b" and sorted(found.take(refs)) == [0, 1]
     assert find_resumable(out, "other-key") is None

@@ -21,7 +21,7 @@ import pytest
 from blocks.aws import AwsCredentials
 from blocks.s3 import S3Destination, S3Source
 from flows.params import ExportSettings, ExtractionSettings
-from tasks.journal import JOURNAL_NAME
+from tasks.journal import SEGMENTS
 from tests.conftest import ROOT, corpus
 from tests.s3_server import REGION, iam_authentication, s3_endpoint  # noqa: F401 - s3_endpoint is a fixture
 
@@ -212,17 +212,17 @@ def test_kill_9_then_resume_with_an_s3_destination(cli_env: dict[str, str], s3: 
     segments: list[str] = []
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and child.poll() is None:
-        segments = [k for k in keys(s3, bucket, "out/") if f"/{JOURNAL_NAME}.d/" in k]
+        segments = [k for k in keys(s3, bucket, "out/") if f"/{SEGMENTS}/" in k]
         if segments:  # the first checkpoint segment (the journal is uploaded every 2 s)
             os.kill(child.pid, signal.SIGKILL)
             break
         time.sleep(0.05)
     assert child.wait(timeout=30) == -signal.SIGKILL, "the batch ended before it could be killed"
-    published = [k for k in keys(s3, bucket, "out/") if f"/{JOURNAL_NAME}.d/" not in k]
+    published = [k for k in keys(s3, bucket, "out/") if f"/{SEGMENTS}/" not in k]
     assert published == []  # no export looks complete after the crash
 
     lines: list[str] = []
-    for key in sorted(k for k in keys(s3, bucket, "out/") if f"/{JOURNAL_NAME}.d/" in k):
+    for key in sorted(k for k in keys(s3, bucket, "out/") if f"/{SEGMENTS}/" in k):
         lines += s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode().splitlines()
     recorded = [json.loads(line)["ref"]["name"] for line in lines[1:]]  # after the header; segments hold whole lines
     assert 0 < len(recorded) < len(names)
@@ -239,5 +239,5 @@ def test_kill_9_then_resume_with_an_s3_destination(cli_env: dict[str, str], s3: 
     second = list(per_process.values())[-1]
     assert sorted(second) == sorted(set(names) - set(recorded))
     final = keys(s3, bucket, "out/")
-    assert not [k for k in final if JOURNAL_NAME in k]  # the checkpoint is gone once the report is published
+    assert not [k for k in final if f"/{SEGMENTS}/" in k]  # the checkpoint is gone once the report is published
     assert any(k.endswith("/report.json") for k in final)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from tasks.runtime import BatchRuntime, OrderedSlots
+from tasks.slots import DocumentSlots, OrderedSlots
 
 
 def test_a_freed_slot_goes_to_the_lowest_waiting_priority() -> None:
@@ -29,12 +29,12 @@ def test_a_freed_slot_goes_to_the_lowest_waiting_priority() -> None:
 
 
 def test_shards_keep_their_slot_unless_an_earlier_document_waits_and_never_exceed_the_bound() -> None:
-    runtime = BatchRuntime(max_concurrency=2)
+    runtime = DocumentSlots(2)
     order: list[int] = []
     lock = threading.Lock()
 
     def shard(indices: range) -> None:
-        with runtime.shard_slots() as holder:
+        with runtime.shard() as holder:
             for index in indices:
                 with holder.document(index):
                     with lock:

@@ -1,0 +1,86 @@
+"""The setup every batch-running flow and the CLI share: resolve the source, extractor and
+destination, check them before any work, and turn a refusal into one clear `Failed` state."""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor, Future
+from contextvars import copy_context
+from dataclasses import dataclass
+
+from prefect.logging import get_run_logger
+from prefect.states import Failed, State
+
+from blocks.errors import BatchRefused, SourceUnavailable
+from blocks.extractor import Extractor
+from blocks.resolve import Destination, Source, resolve_destination, resolve_extractor, resolve_source
+from flows.params import ExtractionSettings
+from tasks.journal import settings_key
+
+REFUSALS = (SourceUnavailable, BatchRefused)
+
+
+def open_ends(source: str, include: list[str], exclude: list[str], recursive: bool, output_dir: str) -> tuple[Source, Destination]:
+    """The batch's source and destination, both checked: `SourceUnavailable` before any work."""
+    src = resolve_source(source, include=include or [], exclude=exclude or [], recursive=recursive)
+    src.check()
+    destination = resolve_destination(output_dir)
+    destination.check()
+    return src, destination
+
+
+@dataclass
+class BatchSetup:
+    """A batch's resolved and checked source, extractor and destination, and its settings key."""
+
+    src: Source
+    destination: Destination
+    include: list[str]
+    exclude: list[str]
+    recursive: bool
+    extraction: ExtractionSettings
+    _extractor: Extractor | Future[Extractor]
+
+    @property
+    def extractor(self) -> Extractor:
+        """The extractor (waiting for it when it was loaded in the background)."""
+        if isinstance(self._extractor, Future):
+            self._extractor = self._extractor.result()
+        return self._extractor
+
+    @property
+    def key(self) -> str:
+        return settings_key(self.src, self.include, self.exclude, self.recursive, self.extractor, self.extraction)
+
+
+def prepare_batch(
+    source: str,
+    include: list[str],
+    exclude: list[str],
+    recursive: bool,
+    extraction: ExtractionSettings,
+    output_dir: str,
+    *,
+    background: Executor | None = None,
+) -> BatchSetup:
+    """Resolve and check everything a batch needs; raises `SourceUnavailable` or `BatchRefused`.
+
+    With `background`, the extractor (loading a saved block is an API round trip) loads there,
+    so its wait overlaps whatever the caller does next (the listing); `.extractor` raises its
+    refusal when asked.
+    """
+    if background is not None:
+        loading: Extractor | Future[Extractor] = background.submit(
+            copy_context().run, resolve_extractor, extraction.extractor, **extraction.extractor_options()
+        )
+    src, destination = open_ends(source, include, exclude, recursive, output_dir)
+    if background is None:
+        loading = resolve_extractor(extraction.extractor, **extraction.extractor_options())
+    return BatchSetup(src=src, destination=destination, include=list(include or []), exclude=list(exclude or []),
+                      recursive=recursive, extraction=extraction, _extractor=loading)
+
+
+def refused(exc: Exception, what: str = "Batch") -> State:
+    """A refusal is an answer, not a crash: one clear line in the run's state, no traceback, and
+    Python callers get the exception itself."""
+    get_run_logger().warning("%s refused: %s", what, exc)
+    return Failed(message=str(exc), data=exc)
