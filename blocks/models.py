@@ -31,6 +31,9 @@ class ErrorKind(str, enum.Enum):
     - ``template``: a template matched but could not give its required fields, or raised.
     - ``invalid_output``: a model answered, twice, with output that does not validate against the
       batch's schema (the result keeps the reply, truncated, in ``raw_output``).
+    - ``worker``: the child flow run extracting this document's share (``workers > 0``) failed
+      before giving it a result (it could not reach the source or destination, or crashed more
+      often than it is started again); the message says why.
     - ``internal``: a bug in docbatch or an extractor; the message says what raised.
     """
 
@@ -48,6 +51,7 @@ class ErrorKind(str, enum.Enum):
     backend = "backend"
     template = "template"
     invalid_output = "invalid_output"
+    worker = "worker"
     internal = "internal"
 
 
@@ -214,6 +218,9 @@ class BatchParameters(BaseModel):
     extraction: dict[str, Any] = Field(default_factory=dict)
     export: dict[str, Any] = Field(default_factory=dict)
     max_documents: int = 1000
+    workers: int = 0
+    work_pool: str = ""
+    shared_path: bool = False
 
 
 class ReviewNote(BaseModel):

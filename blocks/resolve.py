@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -70,21 +71,42 @@ class Destination(Protocol):
     def link(self, *parts: str) -> str | None: ...
 
 
-def _looks_like_block_name(spec: str) -> bool:
+def looks_like_block_name(spec: str) -> bool:
+    """'s3-source/inbox' names a saved block (type slug with a dash, one slash); a path that exists does not."""
     head, sep, tail = spec.partition("/")
     return bool(sep) and bool(tail) and "/" not in tail and "-" in head and not Path(spec).exists()
+
+
+BLOCK_MODULES_ENV = "DOCBATCH_BLOCK_MODULES"
+
+
+def import_block_modules() -> None:
+    """Import the modules named in `DOCBATCH_BLOCK_MODULES` (comma-separated), so block classes
+    of one's own (an extractor) are known where a block is loaded: on every worker of a fan-out,
+    whose flow runs import only docbatch's own. A module that fails to import is a refusal."""
+    import importlib
+
+    for module in filter(None, (name.strip() for name in os.environ.get(BLOCK_MODULES_ENV, "").split(","))):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise SourceUnavailable(f"{BLOCK_MODULES_ENV} names {module!r}, which cannot be imported here: {exc}") from None
 
 
 def load_block(spec: str, expected: type[Block] | tuple[type, ...], what: str) -> Block:
     """Load a saved block named ``<block-type-slug>/<name>`` and check it plays the expected role."""
     from prefect.blocks.core import UnknownBlockType
 
+    import_block_modules()
     try:
         block = Block.load(spec)
     except (ValueError, KeyError) as exc:
         raise SourceUnavailable(f"no saved block named {spec!r} ({exc})") from None
     except UnknownBlockType:
-        raise SourceUnavailable(f"saved block {spec!r} is of a type this docbatch does not know") from None
+        raise SourceUnavailable(
+            f"saved block {spec!r} is of a type this docbatch does not know (a block class of your own must be "
+            f"importable here: name its module in {BLOCK_MODULES_ENV})"
+        ) from None
     if not isinstance(block, expected):
         raise SourceUnavailable(f"saved block {spec!r} is a {type(block).__name__}, not a {what}")
     return block
@@ -116,7 +138,7 @@ def resolve_source(spec: str, *, include: list[str], exclude: list[str], recursi
     if "://" in spec and not spec.startswith("file://"):
         scheme = spec.split("://", 1)[0]
         raise SourceUnavailable(f"{scheme}:// sources are not supported: use a local folder, s3:// or a saved source block")
-    if _looks_like_block_name(spec):
+    if looks_like_block_name(spec):
         block = load_block(spec, (LocalDirectory, S3Source), "document source")
         assert isinstance(block, (LocalDirectory, S3Source))
         if include or exclude:
@@ -164,7 +186,7 @@ def resolve_destination(spec: str) -> Destination:
         return S3Destination(bucket=bucket, prefix=prefix)
     if "://" in spec and not spec.startswith("file://"):
         raise SourceUnavailable(f"{spec.split('://', 1)[0]}:// destinations are not supported: use a local folder, s3:// or a saved destination block")
-    if _looks_like_block_name(spec):
+    if looks_like_block_name(spec):
         block = load_block(spec, (LocalFolder, S3Destination), "export destination")
         return block  # type: ignore[return-value]
     return LocalFolder(path=spec.removeprefix("file://"))

@@ -19,11 +19,12 @@ from pydantic import Field
 from blocks.models import BatchParameters, BatchReport, DocumentRef, DocumentResult, ExportFormat
 from blocks.resolve import Source
 from flows.params import ExportSettings, ExtractionSettings
+from flows.fanout import FanOutPlan, plan_fan_out, shared_spec
 from flows.setup import REFUSALS, BatchSetup, prepare_batch, refused
 from tasks.artifacts import DocumentsTable
 from tasks.collect import batch_folder_name, collect_results
 from tasks.exports import PROCESS_FROM, ExportStream
-from tasks.extract import ExtractOptions, extract_documents
+from tasks.extract import batch_options, extraction_task
 from tasks.journal import JournalHeader, SegmentTail, SegmentWriter, discard_checkpoint, find_resumable, new_run_token
 from tasks.listing import DocumentListing, ListingFeed, list_documents, refuse_if_too_many
 from tasks.progress import ProgressPublisher
@@ -60,6 +61,9 @@ def extract_batch(
     max_documents: Annotated[int, Field(ge=0)] = 1000,
     resume: bool = False,
     documents: list[str] = [],  # noqa: B006
+    workers: Annotated[int, Field(ge=0, le=256)] = 0,
+    work_pool: str = "",
+    shared_path: bool = False,
 ) -> BatchReport:
     """Extract every document of a folder into structured records, exports and artifacts.
 
@@ -78,6 +82,9 @@ def extract_batch(
         max_documents: Refuse, before any work, a batch with more documents than this; 0 means unlimited (extraction then starts while a large folder is still being listed).
         documents: Only these documents, by their name relative to the source (as in a report's results); empty extracts every listed document. Ingestion and retry-failed set it.
         resume: Continue the newest unfinished run of this same batch (same source, filters and extractor settings) in the output folder: documents its checkpoint already holds are not extracted again.
+        workers: 0: extract in this flow run's process. K > 0: fan out over a work pool, as K child flow runs of the 'extract-shard' deployment, each extracting every K-th document with max_concurrency at once; the source and destination must be reachable from every worker (S3, or a shared path).
+        work_pool: With workers > 0: the work pool whose workers run the shares; empty: the pool 'extract-shard' is deployed to.
+        shared_path: With workers > 0: a local source or output folder is the same path on every worker (a network share); without it a local folder is refused.
     """
     logger = get_run_logger()
     started = datetime.now(timezone.utc)
@@ -88,11 +95,14 @@ def extract_batch(
     # without a document limit, filter or checkpoint to honour does not wait for its listing to
     # end either: past `STREAM_AFTER` references it starts extracting while the listing goes on.
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="docbatch-setup")
-    feed = ListingFeed() if max_documents == 0 and not documents and not resume else None
+    feed = ListingFeed() if max_documents == 0 and not documents and not resume and not workers else None
+    if workers and shared_path:
+        source, export = shared_spec(source), export.model_copy(update={"output_dir": shared_spec(export.output_dir)})
     try:
         try:
             setup = prepare_batch(source, include, exclude, recursive, extraction, export.output_dir, background=pool)
             src = setup.src
+            fan_out = plan_fan_out(setup, workers, work_pool, shared_path) if workers else None
             listing = pool.submit(copy_context().run, list_documents, src, 0 if documents else max_documents, quote(feed) if feed else None)
             if feed is not None and feed.wait_beyond(STREAM_AFTER):
                 refs = feed.refs  # grows while the batch runs: run_batch takes the rest from the feed
@@ -121,12 +131,13 @@ def extract_batch(
         parameters = BatchParameters(
             source=source, include=include or [], exclude=exclude or [], recursive=recursive,
             max_concurrency=max_concurrency, extraction=extraction.model_dump(mode="json"),
-            export=export.model_dump(mode="json"), max_documents=max_documents,
+            export=export.model_dump(mode="json"), max_documents=max_documents, workers=workers, work_pool=work_pool,
+            shared_path=shared_path,
         )
         return run_batch(
             refs=refs, feed=feed, listing=listing if feed is not None else None, taken=taken, resumed=len(taken), setup=setup,
             folder=folder, name=name, started=started, max_concurrency=max_concurrency, formats=export.formats,
-            parameters=parameters,
+            parameters=parameters, fan_out=fan_out,
         )
     finally:
         # However the batch ended (done, refused, failed), no listing outlives its flow run: one
@@ -204,6 +215,7 @@ def run_batch(
     max_concurrency: int,
     formats: list[ExportFormat],
     parameters: BatchParameters,
+    fan_out: FanOutPlan | None = None,
 ) -> BatchReport:
     """Extract `refs` except those already in `taken`, then collect: the body every batch flow shares.
 
@@ -214,33 +226,23 @@ def run_batch(
     the feed as they are listed.
 
     Results travel one road: the share appends each to its segment at the destination, and
-    the `Merger` reads the segments into the exports in input order.
+    the `Merger` reads the segments into the exports in input order. With a `fan_out` plan the
+    shares are child flow runs on a work pool's workers (`flows.fanout`), else one share runs
+    here.
     """
     logger = get_run_logger()
     run_id = flow_run.get_id()
     src, extractor, destination, extraction, key = setup.src, setup.extractor, setup.destination, setup.extraction, setup.key
     todo = refs if feed is not None else [ref for ref in refs if ref.index not in taken]
     sharded = feed is not None or len(todo) > PER_DOCUMENT_LIMIT
-    options = ExtractOptions(
-        batch_id=str(run_id) if run_id else uuid.uuid4().hex,
-        max_concurrency=max_concurrency,
-        max_file_bytes=int(extraction.max_file_size_mb * 1024 * 1024),
-        keep_text=extraction.keep_text,
-        log_each_document=not sharded,  # INFO lines cost 0.6-1 s per 1,000 documents
-        shards=max_concurrency if sharded else max(1, len(todo)),
-        max_tokens=extraction.max_tokens_per_batch,
-        max_cost=extraction.max_cost_per_batch,
-        cache=extraction.cache,
-        review_min_confidence=extraction.review_min_confidence,
+    options = batch_options(
+        extraction, batch_id=str(run_id) if run_id else uuid.uuid4().hex, max_concurrency=max_concurrency,
+        sharded=sharded, shards=max_concurrency if sharded else len(todo),
     )
     logger.info(
         "Batch %r: %s from %s, %d task run(s), at most %d at once, extractor %s",
         name, f"{len(refs)} document(s)" if feed is None else f"{len(refs)} document(s) so far, extracted while the listing continues",
         src.describe(), options.shards if todo or feed is not None else 0, max_concurrency, extractor.label,
-    )
-    extract = extract_documents.with_options(
-        retries=extraction.retries,
-        retry_delay_seconds=[extraction.retry_backoff_s * 2**n for n in range(extraction.retries)] or 0,
     )
 
     run = new_run_token()
@@ -264,14 +266,17 @@ def run_batch(
     progress = ProgressPublisher(name, lambda: len(ordered.seen), total)
     segment: SegmentWriter | None = None
     try:
-        if todo or feed is not None:
+        if fan_out is None and (todo or feed is not None):
             header = JournalHeader(batch_key=key, batch_name=name, source=src.describe(), run=run, share=0)
             segment = SegmentWriter.open(destination, folder, header)
         progress.start()
         merger.start()
+        lost: dict[int, DocumentResult] = {}
         try:
-            if segment is not None:
-                run_share(refs=todo, feed=feed, source=src, extractor=extractor, options=options, segment=segment, task=extract)
+            if fan_out is not None:
+                lost = fan_out.run(todo, run=run, folder=folder, name=name, max_concurrency=max_concurrency, key=key, label=extractor.label)
+            elif segment is not None:
+                run_share(refs=todo, feed=feed, source=src, extractor=extractor, options=options, segment=segment, task=extraction_task(extraction))
             if listing is not None:
                 listing.result()  # ended once the shards ran dry; raises the error that stopped it early
         finally:
@@ -280,8 +285,8 @@ def run_batch(
             merger.finish()
             progress.stop()
         missing = [ref for ref in todo if ref.index not in ordered.seen]
-        if missing:  # a share always records every document: only a lost segment line gets here
-            ordered.offer([crashed_row(ref, None, extractor.label) for ref in missing])
+        if missing:  # a share records every document: only a failed child (or a lost line) gets here
+            ordered.offer([lost.get(ref.index) or crashed_row(ref, None, extractor.label) for ref in missing])
         report = collect_results(
             quote(ordered.results),
             name=name,

@@ -105,6 +105,9 @@ def run(
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Model extractors: reuse the result of the same bytes with the same configuration (no tokens); --no-cache always asks the model.")] = True,
     review_min_confidence: Annotated[float, typer.Option("--review-min-confidence", help="A document needs review when a required value was read with a confidence below this (0-1), or a validation check fails (totals, VAT, dates, currency, VAT id, IBAN); 0 = confidence not judged.")] = 0.4,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be sent to a model extractor, with a token and cost estimate per document, and send nothing.")] = False,
+    workers: Annotated[int, typer.Option("--workers", help="0 (default): extract in this process. K > 0: fan out over a Prefect work pool as K child flow runs of the 'extract-shard' deployment (see README, Fan-out); the source and output must be S3 or a path every worker shares (--shared-path).")] = 0,
+    work_pool: Annotated[Optional[str], typer.Option("--work-pool", help="With --workers: the work pool whose workers run the shares. Default: the pool 'extract-shard' is deployed to.")] = None,
+    shared_path: Annotated[bool, typer.Option("--shared-path", help="With --workers: a local source or output folder is the same path on every worker (a network share).")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the newest unfinished run of this same batch in --output (after a crash or kill): documents already in its checkpoint are not extracted again.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole BatchReport as JSON on stdout and nothing else.")] = False,
 ) -> None:
@@ -132,6 +135,8 @@ def run(
             raise typer.BadParameter("must be between 1 and 64", param_hint="--concurrency")
         if max_documents < 0:
             raise typer.BadParameter("must be 0 (unlimited) or more", param_hint="--max-documents")
+        if not 0 <= workers <= 256:
+            raise typer.BadParameter("must be between 0 and 256", param_hint="--workers")
     except ValidationError as exc:
         for error in exc.errors():
             where = ".".join(str(p) for p in error["loc"])
@@ -177,6 +182,9 @@ def run(
             export=export,
             max_documents=max_documents,
             resume=resume,
+            workers=workers,
+            work_pool=work_pool or "",
+            shared_path=shared_path,
         )
     except BatchRefused as exc:
         err.print(f"[red]refused:[/] {exc}")
@@ -189,7 +197,9 @@ def run(
         raise typer.Exit(EXIT_INTERNAL) from None
 
     # + list-documents and collect-results
-    finish(report, as_json, err, extracted=report.totals.total - report.totals.resumed, concurrency=concurrency, other_task_runs=2)
+    # Fanned out, the shards' task runs belong to the child flow runs: here only list-documents and collect-results.
+    extracted = 0 if workers else report.totals.total - report.totals.resumed
+    finish(report, as_json, err, extracted=extracted, concurrency=concurrency, other_task_runs=2)
 
 
 def run_dry(

@@ -11,6 +11,7 @@ from prefect.runtime import flow_run
 from blocks.errors import SourceUnavailable
 from blocks.models import BatchReport, DocumentResult
 from flows.batch import run_batch
+from flows.fanout import plan_fan_out
 from flows.params import ExportSettings, ExtractionSettings
 from flows.setup import REFUSALS, prepare_batch, refused
 from flows.reports import load_report
@@ -45,6 +46,7 @@ def retry_failed(batch: str, batch_name: str = "") -> BatchReport:
         extraction = ExtractionSettings(**settings.extraction)
         export = ExportSettings(**settings.export)
         setup = prepare_batch(settings.source, settings.include, settings.exclude, settings.recursive, extraction, export.output_dir)
+        fan_out = plan_fan_out(setup, settings.workers, settings.work_pool, settings.shared_path) if settings.workers else None
     except REFUSALS as exc:
         return refused(exc, "Retry")  # type: ignore[return-value]
 
@@ -57,4 +59,5 @@ def retry_failed(batch: str, batch_name: str = "") -> BatchReport:
     return run_batch(
         refs=refs, taken=taken, resumed=0, setup=setup, folder=batch_folder_name(name, started, str(run_id) if run_id else None),
         name=name, started=started, max_concurrency=settings.max_concurrency, formats=export.formats, parameters=settings,
+        fan_out=fan_out,
     )

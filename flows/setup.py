@@ -34,6 +34,8 @@ class BatchSetup:
 
     src: Source
     destination: Destination
+    source: str
+    output_dir: str
     include: list[str]
     exclude: list[str]
     recursive: bool
@@ -75,7 +77,7 @@ def prepare_batch(
     src, destination = open_ends(source, include, exclude, recursive, output_dir)
     if background is None:
         loading = resolve_extractor(extraction.extractor, **extraction.extractor_options())
-    return BatchSetup(src=src, destination=destination, include=list(include or []), exclude=list(exclude or []),
+    return BatchSetup(src=src, destination=destination, source=source, output_dir=output_dir, include=list(include or []), exclude=list(exclude or []),
                       recursive=recursive, extraction=extraction, _extractor=loading)
 
 

@@ -48,6 +48,33 @@ class ExtractOptions(BaseModel):
     )
 
 
+def batch_options(
+    extraction: Any, *, batch_id: str, max_concurrency: int, sharded: bool, shards: int, budget_share: int = 1
+) -> ExtractOptions:
+    """The options of a batch's task runs from its `ExtractionSettings` (`budget_share`: the
+    number of shares splitting the token and cost budget, one per child flow run)."""
+    return ExtractOptions(
+        batch_id=batch_id,
+        max_concurrency=max_concurrency,
+        max_file_bytes=int(extraction.max_file_size_mb * 1024 * 1024),
+        keep_text=extraction.keep_text,
+        log_each_document=not sharded,  # INFO lines cost 0.6-1 s per 1,000 documents
+        shards=max(1, shards),
+        max_tokens=extraction.max_tokens_per_batch // budget_share,
+        max_cost=extraction.max_cost_per_batch / budget_share,
+        cache=extraction.cache,
+        review_min_confidence=extraction.review_min_confidence,
+    )
+
+
+def extraction_task(extraction: Any) -> Any:
+    """`extract_documents` with the batch's retries: transient errors only, backoff doubling."""
+    return extract_documents.with_options(
+        retries=extraction.retries,
+        retry_delay_seconds=[extraction.retry_backoff_s * 2**n for n in range(extraction.retries)] or 0,
+    )
+
+
 class ShardSummary(BaseModel):
     """What an extraction task run returns: counts only.
 

@@ -47,6 +47,7 @@ LEGACY_JOURNAL = "journal.jsonl"  # the single journal of docbatch before segmen
 JOURNAL_FORMAT = "docbatch-journal"
 JOURNAL_VERSION = 2
 REPORT_NAME = "report.json"
+LISTING_NAME = "listing.jsonl"  # a fanned-out batch's listing, which its child flow runs share out (flows.shard)
 
 log = logging.getLogger("docbatch.journal")
 
@@ -247,5 +248,6 @@ def find_resumable(destination: Destination, key: str) -> Resumable | None:
 def discard_checkpoint(destination: Destination, folder: str) -> None:
     """The batch's exports are complete: its segments (and an older journal) have served their purpose."""
     destination.delete_folder(folder, SEGMENTS)
+    destination.delete(folder, LISTING_NAME)
     destination.delete(folder, LEGACY_JOURNAL)
     destination.delete_folder(folder, f"{LEGACY_JOURNAL}.d")  # its segments on S3

@@ -32,7 +32,9 @@ class CountingExtractor(Extractor):
             time.sleep(self.latency_ms / 1000)
         fd = os.open(self.calls_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, f"{os.getpid()} {name}\n".encode())
+            # Under a test's Prefect worker: which worker's process extracted it (tests/test_fanout.py).
+            who = f"{os.environ['DOCBATCH_TEST_WORKER']}:{os.getpid()}" if "DOCBATCH_TEST_WORKER" in os.environ else str(os.getpid())
+            os.write(fd, f"{who} {name}\n".encode())
         finally:
             os.close(fd)
         text = data.decode()
