@@ -134,6 +134,28 @@ def ensure_crash_detection() -> None:
     ).create()
 
 
+def cancel_earlier_shares(folder: str, output_dir: str, run: str) -> int:
+    """Cancel the unfinished child flow runs an earlier run of this batch left (its parent was
+    killed; `--resume` goes on in the same folder): they would extract documents again beside
+    the new children. Returns how many were cancelled."""
+    from prefect.client.schemas.filters import FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Cancelling
+
+    unfinished = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED]
+    cancelled = 0
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=["docbatch-share"]), state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished)),
+        ))
+        for child in runs:
+            given = child.parameters
+            if given.get("folder") == folder and given.get("output_dir") == output_dir and given.get("run") != run:
+                client.set_flow_run_state(child.id, Cancelling(message="its batch was resumed by a new run"), force=True)
+                cancelled += 1
+    return cancelled
+
+
 class FanOut:
     """Starts a batch's child flow runs and watches them until every share has ended."""
 
@@ -242,6 +264,8 @@ class FanOutPlan:
                 "recursive": setup.recursive, "max_concurrency": max_concurrency, "extraction": extraction,
             }
 
+        if cancelled := cancel_earlier_shares(folder, setup.output_dir, run):
+            get_run_logger().info("Cancelled %d unfinished share run(s) of this batch's interrupted run", cancelled)
         get_run_logger().info("Fanning out over %s: %d share(s) of about %d document(s)", self.deployment, shares, -(-len(todo) // shares))
         fan = FanOut(self.deployment, shares, parameters, name)
         fan.start()

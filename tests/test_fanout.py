@@ -54,12 +54,14 @@ def cluster(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             workers[name] = server.start_worker(POOL, "--name", name, "--limit", "1", cwd=folder, env={**env, "DOCBATCH_TEST_WORKER": name})
         block = f"fanout-{uuid.uuid4().hex[:8]}"
         saved = subprocess.run(
-            [sys.executable, "-c", f"from tests.counting import CountingExtractor; CountingExtractor(calls_file={str(calls)!r}, latency_ms=150).save({block!r})"],
+            [sys.executable, "-c", "from tests.counting import CountingExtractor\n"
+             f"CountingExtractor(calls_file={str(calls)!r}, latency_ms=150).save({block!r})\n"
+             f"CountingExtractor(calls_file={str(calls)!r}, latency_ms=400).save({block + '-slow'!r})"],
             cwd=ROOT, env=server.env, capture_output=True, text=True, timeout=120,
         )
         assert saved.returncode == 0, saved.stderr
         yield {"server": server, "workers": workers, "env": {**server.env, **env, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)},
-               "extractor": f"test-counting-extractor/{block}", "calls": calls}
+               "extractor": f"test-counting-extractor/{block}", "slow_extractor": f"test-counting-extractor/{block}-slow", "calls": calls}
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +129,46 @@ def test_a_batch_fans_out_over_two_workers_and_reports_as_one_process_would(clus
     assert [key.rsplit("/", 1)[1] for key in stored] == ["documents.csv", "documents.jsonl", "report.json"]
     lines = s3.get_object(Bucket=bucket, Key=stored[1])["Body"].read().decode().splitlines()
     assert [json.loads(line)["ref"]["name"] for line in lines] == names
+
+
+def pids(path: Path, names: list[str]) -> dict[str, list[str]]:
+    """Documents extracted by each flow run process (worker:pid) so far."""
+    found: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        who, doc = line.split(" ", 1)
+        if doc in names:
+            found.setdefault(who, []).append(doc)
+    return found
+
+
+@pytest.mark.server
+def test_a_killed_parent_resumes_and_cancels_the_shares_it_left(cluster: dict[str, Any], s3: Any) -> None:
+    server = cluster["server"]
+    bucket, names = documents(s3, 100)
+    args = ["run", f"s3://{bucket}/in", "--output", f"s3://{bucket}/out", "--extractor", cluster["slow_extractor"],
+            "--concurrency", "1", "--workers", "2", "--format", "csv", "--name", "killed parent"]
+    parent = subprocess.Popen([*CLI, *args], cwd=ROOT, env=cluster["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and parent.poll() is None:
+        going = pids(cluster["calls"], names)
+        if len(going) == 2 and min(map(len, going.values())) >= 3:  # both shares under way
+            os.kill(parent.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    assert parent.wait(timeout=30) == -signal.SIGKILL, "the batch ended before it could be killed"
+    old = set(pids(cluster["calls"], names))
+
+    report = run_cli(cluster, *args[1:], "--resume")
+    assert report["status"] == "completed" and [r["ref"]["name"] for r in report["results"]] == names
+    taken = report["totals"]["resumed"]
+    assert 0 < taken < len(names)
+    new = [doc for who, docs in pids(cluster["calls"], names).items() if who not in old for doc in docs]
+    # The resumed run extracted exactly the documents its checkpoint lacked, each once.
+    assert len(new) == len(set(new)) == len(names) - taken
+    folder = report["output_dir"].rstrip("/").rsplit("/", 1)[1]
+    states = {(run["parameters"]["run"], run["state"]["type"]) for run in share_runs(server, folder)}
+    assert len({run for run, _ in states}) == 2  # the killed parent's run and the resumed one
+    assert sorted(state for _, state in states) == ["CANCELLED", "COMPLETED"], states  # the old shares were cancelled, not finished
 
 
 @pytest.mark.server
