@@ -384,9 +384,10 @@ def experimental_plan(experiment: dict[str, Any]) -> Callable[[int, int], list[r
 def applied_experiment(experiment: dict[str, Any]) -> Iterator[Callable[[int, int], list[range]]]:
     """Yield the plan the flow will use; patch anything only when an experiment is given."""
     import flows.batch
+    import tasks.share
 
     if not experiment:
-        yield flows.batch.plan_shards
+        yield tasks.share.plan_shards
         return
     with contextlib.ExitStack() as stack:
 
@@ -395,10 +396,11 @@ def applied_experiment(experiment: dict[str, Any]) -> Iterator[Callable[[int, in
             setattr(owner, name, value)
             stack.callback(setattr, owner, name, saved)
 
-        plan = flows.batch.plan_shards
+        plan = tasks.share.plan_shards
         if "per_document_limit" in experiment:
             plan = experimental_plan(experiment)
-            patch(flows.batch, "plan_shards", plan)
+            patch(tasks.share, "plan_shards", plan)
+            patch(tasks.share, "PER_DOCUMENT_LIMIT", experiment["per_document_limit"])
             patch(flows.batch, "PER_DOCUMENT_LIMIT", experiment["per_document_limit"])
             patch(flows.batch, "STREAM_AFTER", max(experiment["per_document_limit"], flows.batch.STREAM_AFTER))
         if experiment.get("no_stream"):

@@ -26,7 +26,7 @@ from tasks.collect import batch_folder_name, collect_results
 from tasks.exports import PROCESS_FROM, ExportStream
 from tasks.extract import batch_options, extraction_task
 from tasks.journal import JournalHeader, SegmentTail, SegmentWriter, discard_checkpoint, find_resumable, new_run_token
-from tasks.listing import DocumentListing, ListingFeed, list_documents, refuse_if_too_many
+from tasks.listing import DocumentListing, ListingFeed, list_documents, read_listing, refuse_if_too_many
 from tasks.progress import ProgressPublisher
 from tasks.review_page import review_options, write_review_page
 from tasks.share import crashed_row, run_share
@@ -61,6 +61,7 @@ def extract_batch(
     max_documents: Annotated[int, Field(ge=0)] = 1000,
     resume: bool = False,
     documents: list[str] = [],  # noqa: B006
+    listing: str = "",
     workers: Annotated[int, Field(ge=0, le=256)] = 0,
     work_pool: str = "",
     shared_path: bool = False,
@@ -81,6 +82,7 @@ def extract_batch(
         export: Output folder and export formats.
         max_documents: Refuse, before any work, a batch with more documents than this; 0 means unlimited (extraction then starts while a large folder is still being listed).
         documents: Only these documents, by their name relative to the source (as in a report's results); empty extracts every listed document. Ingestion and retry-failed set it.
+        listing: Set by ingestion: a listing of the documents to extract (JSON lines of document references, a path under the export destination), read instead of listing the source again.
         resume: Continue the newest unfinished run of this same batch (same source, filters and extractor settings) in the output folder: documents its checkpoint already holds are not extracted again.
         workers: 0: extract in this flow run's process. K > 0: fan out over a work pool, as K child flow runs of the 'extract-shard' deployment, each extracting every K-th document with max_concurrency at once; the source and destination must be reachable from every worker (S3, or a shared path).
         work_pool: With workers > 0: the work pool whose workers run the shares; empty: the pool 'extract-shard' is deployed to.
@@ -95,7 +97,7 @@ def extract_batch(
     # without a document limit, filter or checkpoint to honour does not wait for its listing to
     # end either: past `STREAM_AFTER` references it starts extracting while the listing goes on.
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="docbatch-setup")
-    feed = ListingFeed() if max_documents == 0 and not documents and not resume and not workers else None
+    feed = ListingFeed() if max_documents == 0 and not documents and not listing and not resume and not workers else None
     if workers and shared_path:
         source, export = shared_spec(source), export.model_copy(update={"output_dir": shared_spec(export.output_dir)})
     try:
@@ -103,12 +105,17 @@ def extract_batch(
             setup = prepare_batch(source, include, exclude, recursive, extraction, export.output_dir, background=pool)
             src = setup.src
             fan_out = plan_fan_out(setup, workers, work_pool, shared_path) if workers else None
-            listing = pool.submit(copy_context().run, list_documents, src, 0 if documents else max_documents, quote(feed) if feed else None)
-            if feed is not None and feed.wait_beyond(STREAM_AFTER):
+            lister: Future[DocumentListing] | None = None
+            if listing:  # handed over by ingestion, which has just listed the source
+                refs = [ref.model_copy(update={"index": n}) for n, ref in enumerate(read_listing(setup.destination, listing))]
+            else:
+                lister = pool.submit(copy_context().run, list_documents, src, 0 if documents else max_documents, quote(feed) if feed else None)
+            if feed is not None and lister is not None and feed.wait_beyond(STREAM_AFTER):
                 refs = feed.refs  # grows while the batch runs: run_batch takes the rest from the feed
             else:
                 feed = None
-                refs = listing.result().refs
+                if lister is not None:
+                    refs = lister.result().refs
                 if documents:
                     refs = chosen(src, refs, documents)
                 refuse_if_too_many(src, refs, max_documents)
@@ -135,7 +142,7 @@ def extract_batch(
             shared_path=shared_path,
         )
         return run_batch(
-            refs=refs, feed=feed, listing=listing if feed is not None else None, taken=taken, resumed=len(taken), setup=setup,
+            refs=refs, feed=feed, listing=lister if feed is not None else None, taken=taken, resumed=len(taken), setup=setup,
             folder=folder, name=name, started=started, max_concurrency=max_concurrency, formats=export.formats,
             parameters=parameters, fan_out=fan_out,
         )

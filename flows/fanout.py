@@ -34,7 +34,7 @@ from flows.setup import BatchSetup
 SHARD_FLOW = "extract-shard"
 SHARD_DEPLOYMENT = f"{SHARD_FLOW}/{SHARD_FLOW}"
 MAX_STARTS = 3  # runs of one share: the first, and two more after crashes
-POLL_S = 2.0  # how often the parent reads its children's states
+POLL_S = 1.0  # how often the parent reads its children's states (one API call for all of them)
 
 
 class ShareRun(BaseModel):
@@ -247,13 +247,12 @@ class FanOutPlan:
         share failed for good (only those its segments do not hold are used)."""
         from flows.shard import share_of
         from tasks.journal import LISTING_NAME
+        from tasks.listing import write_listing
 
         if not todo:
             return {}
         setup = self.setup
-        with setup.destination.atomic_path(folder, LISTING_NAME) as path:
-            with open(path, "w", encoding="utf-8") as handle:
-                handle.writelines(ref.model_dump_json() + "\n" for ref in todo)
+        write_listing(setup.destination, todo, folder, LISTING_NAME)
         shares = min(self.workers, len(todo))
         extraction = setup.extraction.model_dump(mode="json")
 

@@ -20,8 +20,8 @@ from blocks.models import BatchTotals, DocumentRef
 from flows.batch import extract_batch
 from flows.params import ExportSettings, ExtractionSettings
 from flows.setup import REFUSALS, prepare_batch, refused
-from tasks.listing import list_documents
-from tasks.manifest import IngestLock, ManifestError, Plan, load_manifest, plan, record, save_manifest
+from tasks.listing import list_documents, write_listing
+from tasks.manifest import MANIFESTS, IngestLock, ManifestError, Plan, load_manifest, manifest_name, plan, record, save_manifest
 
 IngestStatus = Literal["nothing_new", "completed", "partially_failed", "failed", "busy"]
 
@@ -130,9 +130,12 @@ def ingest_inbox(
             "%d new, %d changed, %d to retry, %d unchanged, %d still being written, %d parked",
             len(todo.new), len(todo.changed), len(todo.retried), todo.unchanged, len(deferred), len(todo.parked),
         )
+        # The batch takes this run's listing of the files to extract instead of listing the source again.
+        handed = (MANIFESTS, f"{manifest_name(key)}.todo.jsonl")
+        write_listing(destination, [by_name[n] for n in todo.todo if n in by_name], *handed)
         batch = extract_batch(
             source=source, include=include, exclude=exclude, recursive=recursive, max_concurrency=max_concurrency,
-            batch_name=name, extraction=extraction, export=export, max_documents=0, documents=todo.todo,
+            batch_name=name, extraction=extraction, export=export, max_documents=0, listing="/".join(handed),
             # A run killed mid-batch left a checkpoint: the next run takes its finished documents
             # from it instead of extracting them again (and publishes them once, in its exports).
             resume=True,
@@ -148,6 +151,7 @@ def ingest_inbox(
         report.message = f"{batch.message}; {len(report.parked)} parked, {len(deferred)} still being written"
         return report
     finally:
+        destination.delete(MANIFESTS, f"{manifest_name(key)}.todo.jsonl")
         lock.release()
 
 

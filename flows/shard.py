@@ -24,6 +24,7 @@ from blocks.models import DocumentRef
 from flows.params import ExtractionSettings
 from flows.setup import REFUSALS, prepare_batch, refused
 from tasks.extract import batch_options, extraction_task
+from tasks.listing import read_listing
 from tasks.journal import LISTING_NAME, JournalHeader, SegmentWriter, read_share
 from tasks.share import ShareSummary, run_share
 from tasks.sharding import PER_DOCUMENT_LIMIT
@@ -81,10 +82,7 @@ def extract_shard(
                 "this worker sees another batch configuration than the batch's flow (a different source, extractor "
                 "block, templates folder or docbatch version): its documents would not be extracted alike"
             )
-        text = setup.destination.read_text(folder, LISTING_NAME)
-        if text is None:
-            raise BatchRefused(f"the batch's listing {setup.destination.location(folder, LISTING_NAME)} is not there")
-        listing = [DocumentRef.model_validate_json(line) for line in text.splitlines() if line.strip()]
+        listing = read_listing(setup.destination, folder, LISTING_NAME)
     except REFUSALS as exc:
         return refused(exc, "Share")  # type: ignore[return-value]
     mine = share_of(listing, share, shares)

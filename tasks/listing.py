@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from blocks.errors import BatchRefused
 from blocks.models import DocumentRef
-from blocks.resolve import Source
+from blocks.resolve import Destination, Source
 
 
 class DocumentListing(BaseModel):
@@ -107,3 +107,21 @@ def refuse_if_too_many(source: Source, refs: list[DocumentRef], max_documents: i
             f"{source.describe()} holds more than {max_documents} documents (max_documents={max_documents}); "
             "narrow it with include/exclude, or raise max_documents (0 means unlimited)"
         )
+
+
+def write_listing(destination: Destination, refs: list[DocumentRef], *parts: str) -> str:
+    """Store references as JSON lines at the destination (atomically), for another flow run to
+    read instead of listing the source again: a fanned-out batch's children, or the batch an
+    ingestion run hands its new and changed files to. Returns where it is."""
+    with destination.atomic_path(*parts) as path:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.writelines(ref.model_dump_json() + "\n" for ref in refs)
+    return destination.location(*parts)
+
+
+def read_listing(destination: Destination, *parts: str) -> list[DocumentRef]:
+    """The references `write_listing` stored; a missing listing is a `BatchRefused`."""
+    text = destination.read_text(*parts)
+    if text is None:
+        raise BatchRefused(f"the listing {destination.location(*parts)} is not there")
+    return [DocumentRef.model_validate_json(line) for line in text.splitlines() if line.strip()]
