@@ -292,6 +292,10 @@ class LocalFolder(Block):
             return None
         return _lines(path)
 
+    def stream_lines(self, *parts: str) -> Iterator[str] | None:
+        """The lines of a file, read as they are iterated (a large report.json), or None when there is none."""
+        return self.read_lines(*parts)
+
     def list_journals(self, *parts: str) -> list[str]:
         """Names of the journals (`*.jsonl`) directly in the folder at `parts`, sorted."""
         folder = Path(self.location(*parts))

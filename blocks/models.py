@@ -254,6 +254,11 @@ class BatchReport(BaseModel):
         default_factory=list, description="The succeeded documents whose review is 'needs_review', in input order, with why."
     )
     results: list[DocumentResult] = Field(default_factory=list)
+    results_omitted: int = Field(
+        default=0,
+        description="How many results this object leaves out: a batch of more than 10,000 documents returns its "
+        "report without them, so its flow never holds them all in memory; report.json and the exports hold every one.",
+    )
 
     def failed_results(self) -> list[DocumentResult]:
         return [r for r in self.results if r.status == "failed"]

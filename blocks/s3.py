@@ -405,6 +405,18 @@ class S3Destination(Block):
             raise
         return body.read().decode("utf-8")
 
+    def stream_lines(self, *parts: str) -> Iterator[str] | None:
+        """The lines of an object, read as they arrive (a large report.json), or None when there is none."""
+        from botocore.exceptions import ClientError
+
+        try:
+            body = self._client().get_object(Bucket=self.bucket, Key=self._key(*parts))["Body"]
+        except ClientError as exc:
+            if _error(exc)[1] == 404 or _error(exc)[0] == "NoSuchKey":
+                return None
+            raise
+        return (line.decode("utf-8") for line in body.iter_lines())
+
     def create_exclusive(self, *parts: str, body: str = "") -> bool:
         """Create a small object only if none exists (S3 conditional write, If-None-Match: *)."""
         from botocore.exceptions import ClientError

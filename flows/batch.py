@@ -22,7 +22,7 @@ from flows.params import ExportSettings, ExtractionSettings
 from flows.fanout import FanOutPlan, plan_fan_out, shared_spec
 from flows.setup import REFUSALS, BatchSetup, prepare_batch, refused
 from tasks.artifacts import DocumentsTable
-from tasks.collect import batch_folder_name, collect_results
+from tasks.collect import BatchTally, batch_folder_name, collect_results
 from tasks.exports import PROCESS_FROM, ExportStream
 from tasks.extract import batch_options, extraction_task
 from tasks.journal import JournalHeader, SegmentTail, SegmentWriter, discard_checkpoint, find_resumable, new_run_token
@@ -260,13 +260,15 @@ def run_batch(
         exports.add(ready, texts)
         if feed is not None and feed.done and table.total != len(refs):
             table.total = len(refs)  # the listing has ended: the table knows whether it is truncated
-        table.offer(ordered.results)
+        tally.add(ready)
+        table.offer(ready)
 
     def total() -> tuple[int, bool]:
         if feed is not None and not feed.done:
             return len(feed.refs), False
         return len(refs), True
 
+    tally = BatchTally()
     ordered = InOrder(stream)
     ordered.offer(taken.values())
     merger = Merger(SegmentTail(destination, folder, run), ordered, interval=MERGE_EVERY_S.get(type(destination).__name__, 0.1))
@@ -295,7 +297,7 @@ def run_batch(
         if missing:  # a share records every document: only a failed child (or a lost line) gets here
             ordered.offer([lost.get(ref.index) or crashed_row(ref, None, extractor.label) for ref in missing])
         report = collect_results(
-            quote(ordered.results),
+            quote(tally),
             name=name,
             source=src.describe(),
             extractor=extractor.label,
@@ -315,8 +317,11 @@ def run_batch(
         raise
     discard_checkpoint(destination, folder)
     if ExportFormat.review in formats:  # after report.json: the page is a view of the batch, never its failure
+        if tally.kept is None:
+            logger.info("review.html shows the %d document(s) needing review that it kept (all %d results are in report.json)",
+                        len(tally.review_results), tally.total)
         write_review_page(
-            quote(ordered.results), report=quote(report), source=src, destination=destination, folder=folder,
+            quote(tally.kept if tally.kept is not None else tally.review_results), report=quote(report), source=src, destination=destination, folder=folder,
             extractor=extractor, options=review_options(parameters.export, extraction),
         )
     return report
@@ -332,14 +337,14 @@ class InOrder:
 
     Task runs finish documents in any order and resumed results arrive first; the export
     stream must see documents 0, 1, 2, ... so its files keep input order while they are
-    written. Each result may come with its JSON (`text`), serialised once for the journal and
-    passed on so the exports need not serialise it again.
+    written. Each result may come with its JSON (`text`), as its segment line holds it, passed
+    on so the exports need not serialise it again. Nothing is kept once handed on.
     """
 
     def __init__(self, sink: Callable[[list[DocumentResult], list[str | None]], None]) -> None:
         self.sink = sink
         self.waiting: dict[int, tuple[DocumentResult, str | None]] = {}
-        self.results: list[DocumentResult] = []
+        self.handed = 0
         self.seen: set[int] = set()
 
     def offer(self, results: Iterable[DocumentResult | tuple[DocumentResult, str | None]]) -> None:
@@ -349,10 +354,10 @@ class InOrder:
             self.seen.add(result.ref.index)
         ready: list[DocumentResult] = []
         texts: list[str | None] = []
-        while (index := len(self.results) + len(ready)) in self.waiting:
+        while (index := self.handed + len(ready)) in self.waiting:
             result, text = self.waiting.pop(index)
             ready.append(result)
             texts.append(text)
         if ready:
-            self.results.extend(ready)
+            self.handed += len(ready)
             self.sink(ready, texts)

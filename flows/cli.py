@@ -351,6 +351,8 @@ def print_summary(report: BatchReport, console: Console) -> None:
             f"[{colours[result.status]}]{result.status}[/]" + (" [yellow]needs review[/]" if result.review == "needs_review" else ""),
             "" if result.pages is None else str(result.pages), escape(detail),
         )
+    if report.results_omitted:
+        table.add_row("", f"[yellow]{report.results_omitted:,} results: too many to hold here, all in report.json[/]", "", "", "")
     console.print(table)
     totals = report.totals
     rate = f"{report.success_rate:.1f} %" if report.success_rate is not None else "n/a"
@@ -361,8 +363,8 @@ def print_summary(report: BatchReport, console: Console) -> None:
     )
     if totals.needs_review:
         console.print("[yellow]Need review:[/]")
-        for result in [r for r in report.results if r.review == "needs_review"][:REVIEW_LINES]:
-            console.print(f"  {escape(result.ref.name)}: {escape(' '.join(result.review_reasons))}", overflow="fold")
+        for note in report.needs_review[:REVIEW_LINES]:
+            console.print(f"  {escape(note.file)}: {escape(' '.join(note.reasons))}", overflow="fold")
         if totals.needs_review > REVIEW_LINES:
             console.print(f"  …and {totals.needs_review - REVIEW_LINES} more (review and review_reasons in the exports)")
     if report.output_dir:

@@ -19,6 +19,7 @@ from blocks.local import LocalDirectory
 from blocks.models import BatchTotals, DocumentRef
 from flows.batch import extract_batch
 from flows.params import ExportSettings, ExtractionSettings
+from flows.reports import report_results
 from flows.setup import REFUSALS, prepare_batch, refused
 from tasks.listing import list_documents, write_listing
 from tasks.manifest import MANIFESTS, IngestLock, ManifestError, Plan, load_manifest, manifest_name, plan, record, save_manifest
@@ -140,8 +141,11 @@ def ingest_inbox(
             # from it instead of extracting them again (and publishes them once, in its exports).
             resume=True,
         )
-        record(manifest, batch.results, PurePosixPath(batch.output_dir or "").name, max_attempts=max_attempts)
-        parked_now = [r.ref.name for r in batch.results if manifest.documents[r.ref.name].status == "parked"]
+        folder = PurePosixPath(batch.output_dir or "").name
+        # A large batch's report leaves its results out: read them back from its report.json, one at a time.
+        results = batch.results if not batch.results_omitted else report_results(destination, folder)
+        names = record(manifest, results, folder, max_attempts=max_attempts)
+        parked_now = [name for name in names if manifest.documents[name].status == "parked"]
         report.parked = sorted({*todo.parked, *parked_now})
         report.manifest = save_manifest(destination, manifest)
         report.status = batch.status

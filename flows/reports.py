@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from prefect import get_client
@@ -12,7 +13,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from pydantic import BaseModel
 
 from blocks.errors import SourceUnavailable
-from blocks.models import BatchReport, BatchStatus
+from blocks.models import BatchReport, BatchStatus, DocumentResult
 from blocks.resolve import Destination, resolve_destination
 from tasks.artifacts import LINK_KEY
 from tasks.collect import STATUS_TAG
@@ -89,6 +90,19 @@ def load_report(batch: str) -> BatchReport:
     if text is None:
         raise SourceUnavailable(f"no {REPORT} in {destination.location(folder)}")
     return BatchReport.model_validate_json(text)
+
+
+def report_results(destination: Destination, folder: str) -> Iterator[DocumentResult]:
+    """The results of a batch's report.json, one at a time: for a report that leaves them out
+    (`BatchReport.results_omitted`), without holding them all. report.json puts each result on a
+    line of its own (`tasks.export_files.write_report_lines`)."""
+    lines = destination.stream_lines(folder, REPORT)
+    if lines is None:
+        raise SourceUnavailable(f"no {REPORT} in {destination.location(folder)}")
+    for line in lines:
+        line = line.strip().rstrip(",")
+        if line.startswith('{"ref"'):
+            yield DocumentResult.model_validate_json(line)
 
 
 def list_batches(status: BatchStatus | None = None, limit: int = 20) -> list[BatchSummary]:

@@ -60,7 +60,9 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def summary_markdown(report: BatchReport) -> str:
+def summary_markdown(report: BatchReport, problems: Sequence[DocumentResult] | None = None) -> str:
+    """The summary's markdown; `problems`: the first failed and skipped documents, when the
+    report leaves its results out (a large batch: `BatchReport.results_omitted`)."""
     totals = report.totals
     rate = f"{report.success_rate:.1f} %" if report.success_rate is not None else "n/a"
     lines = [
@@ -77,27 +79,29 @@ def summary_markdown(report: BatchReport) -> str:
     if totals.tokens_in or totals.tokens_out:
         cost = f", cost {totals.cost:.4f}" if totals.cost is not None else ""
         lines += ["", f"Model tokens: {totals.tokens_in:,} in, {totals.tokens_out:,} out{cost}"]
-    review = [r for r in report.results if r.status == "succeeded" and r.review == "needs_review"]
+    review = report.needs_review
     if review:
         lines += [
             "", "## Documents that need review", "",
             "Succeeded, but a validation check failed or a required value is missing or uncertain.", "",
             "| # | file | reasons |", "| ---: | --- | --- |",
         ]
-        for result in review[:SUMMARY_REVIEW_LIMIT]:
-            reasons = " ".join(_md(reason) for reason in result.review_reasons)
-            lines.append(f"| {result.ref.index} | `{result.ref.name}` | {reasons} |")
+        for note in review[:SUMMARY_REVIEW_LIMIT]:
+            reasons = " ".join(_md(reason) for reason in note.reasons)
+            lines.append(f"| {note.index} | `{note.file}` | {reasons} |")
         if len(review) > SUMMARY_REVIEW_LIMIT:
             lines.append(f"\n…and {len(review) - SUMMARY_REVIEW_LIMIT} more: see the review columns of the exports or report.json.")
-    problems = [r for r in report.results if r.status != "succeeded"]
+    if problems is None:
+        problems = [r for r in report.results if r.status != "succeeded"]
+    unsucceeded = report.totals.failed + report.totals.skipped
     if problems:
         lines += ["", "## Failed and skipped documents", "", "| # | file | kind | error |", "| ---: | --- | --- | --- |"]
         for result in problems[:SUMMARY_FAILURE_LIMIT]:
             error = (result.error or "").replace("|", "\\|").replace("\n", " ")
             kind = result.error_kind.value if result.error_kind else ""
             lines.append(f"| {result.ref.index} | `{result.ref.name}` | {kind} | {error} |")
-        if len(problems) > SUMMARY_FAILURE_LIMIT:
-            lines.append(f"\n…and {len(problems) - SUMMARY_FAILURE_LIMIT} more: see the errors sheet of documents.xlsx or report.json.")
+        if unsucceeded > SUMMARY_FAILURE_LIMIT:
+            lines.append(f"\n…and {unsucceeded - SUMMARY_FAILURE_LIMIT} more: see the errors sheet of documents.xlsx or report.json.")
     if report.exports:
         lines += ["", "## Exports", ""]
         if report.output_dir:
@@ -131,20 +135,23 @@ class DocumentsTable:
     def __init__(self, name: str, total: int) -> None:
         self.name = name
         self.total = total
+        self.first: list[DocumentResult] = []  # the rows the table shows
         self._pool: ThreadPoolExecutor | None = None
         self._sent: Future[None] | None = None
 
-    def offer(self, in_order: Sequence[DocumentResult]) -> None:
-        """Called with the results so far, in input order; sends the table once it is complete."""
-        if self._sent is None and self.total > TABLE_ROW_LIMIT and len(in_order) >= TABLE_ROW_LIMIT:
-            rows = list(in_order[:TABLE_ROW_LIMIT])
+    def offer(self, ready: Sequence[DocumentResult]) -> None:
+        """Called with each next run of results in input order; sends the table once it is complete."""
+        if len(self.first) < TABLE_ROW_LIMIT:
+            self.first.extend(ready[: TABLE_ROW_LIMIT - len(self.first)])
+        if self._sent is None and self.total > TABLE_ROW_LIMIT and len(self.first) >= TABLE_ROW_LIMIT:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="docbatch-table")
-            self._sent = self._pool.submit(copy_context().run, publish_table, rows, self.name, self.total)
+            self._sent = self._pool.submit(copy_context().run, publish_table, list(self.first), self.name, self.total)
 
-    def publish(self, results: Sequence[DocumentResult]) -> None:
-        """Send the table now, or wait for the early send (raising its error, if any)."""
+    def publish(self, total: int) -> None:
+        """Send the table now (`total`: the batch's document count), or wait for the early send
+        (raising its error, if any)."""
         if self._sent is None:
-            publish_table(results, self.name, len(results))
+            publish_table(self.first, self.name, total)
             return
         try:
             self._sent.result()
@@ -153,9 +160,9 @@ class DocumentsTable:
             self._pool.shutdown(wait=False)
 
 
-def publish_summary(report: BatchReport) -> None:
+def publish_summary(report: BatchReport, problems: Sequence[DocumentResult] | None = None) -> None:
     """Counts, failures and the export files (named where `finish` will publish them)."""
-    create_markdown_artifact(markdown=summary_markdown(report), key=SUMMARY_KEY, description=f"{report.name}: summary")
+    create_markdown_artifact(markdown=summary_markdown(report, problems), key=SUMMARY_KEY, description=f"{report.name}: summary")
 
 
 def publish_link(report: BatchReport, url: str | None) -> UUID | None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextvars import copy_context
 from datetime import datetime, timezone
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -15,43 +18,98 @@ from prefect.logging import get_run_logger
 
 from blocks.resolve import Destination
 from blocks.models import BatchParameters, BatchReport, BatchStatus, BatchTotals, DocumentResult, ReviewNote
+from tasks.export_files import has_line_items
 from tasks.artifacts import DocumentsTable, publish_link, publish_summary, retract_link
 from tasks.export_files import REPORT_NAME
 from tasks.exports import ExportStream
 
 
-def rollup(results: list[DocumentResult]) -> tuple[BatchStatus, BatchTotals, str]:
-    """Batch status from per-document outcomes; skipped documents neither pass nor fail a batch."""
-    totals = BatchTotals(
-        total=len(results),
-        succeeded=sum(r.status == "succeeded" for r in results),
-        failed=sum(r.status == "failed" for r in results),
-        skipped=sum(r.status == "skipped" for r in results),
-        tokens_in=sum(r.tokens_in or 0 for r in results),
-        tokens_out=sum(r.tokens_out or 0 for r in results),
-        cost=round(sum(r.cost for r in results if r.cost is not None), 6) if any(r.cost is not None for r in results) else None,
-        needs_review=sum(r.status == "succeeded" and r.review == "needs_review" for r in results),
-    )
-    review = f"; {totals.needs_review} {'needs' if totals.needs_review == 1 else 'need'} review" if totals.needs_review else ""
-    if totals.total == 0:
-        return "completed", totals, "no documents matched in the source: nothing to extract"
-    if totals.failed == 0:
-        message = f"all {totals.succeeded} document(s) extracted"
-        if totals.skipped:
-            message += f", {totals.skipped} skipped"
-        return "completed", totals, message + review
-    if totals.succeeded == 0:
-        return "failed", totals, f"all {totals.failed} attempted document(s) failed"
-    return "partially_failed", totals, f"{totals.failed} of {totals.succeeded + totals.failed} attempted document(s) failed" + review
+# A batch of more than this many documents returns its report without `results` (they are all in
+# report.json and the exports): the flow then never holds every result in memory, so its peak
+# stays flat as batches grow (benchmarks/README.md, overhead.py at 10,000 and 100,000).
+RESULTS_KEPT = 10_000
+PROBLEMS_KEPT = 50  # failed and skipped documents the summary artifact lists
+REVIEW_KEPT = 1_000  # results needing review kept for the review page of a batch whose report leaves results out
 
 
-def review_notes(results: list[DocumentResult]) -> list[ReviewNote]:
+class BatchTally:
+    """What the collector needs of a batch's results, gathered as they are merged: counts, the
+    review notes, the failures (for their events), and the results themselves only up to `keep`."""
+
+    def __init__(self, keep: int | None = None) -> None:
+        self.keep = RESULTS_KEPT if keep is None else keep
+        self.total = self.succeeded = self.failed = self.skipped = self.needs_review = 0
+        self.tokens_in = self.tokens_out = 0
+        self.cost: float | None = None
+        self.line_items = False
+        self.review: list[ReviewNote] = []
+        self.failures: list[dict[str, Any]] = []  # file, uri, error kind and message of each failed document
+        self.problems: list[DocumentResult] = []  # the first failed or skipped ones, for the summary
+        self.kept: list[DocumentResult] | None = []
+        self.review_results: list[DocumentResult] = []  # the first REVIEW_KEPT needing review
+
+    @classmethod
+    def of(cls, results: Iterable[DocumentResult]) -> BatchTally:
+        tally = cls(keep=sys.maxsize)
+        tally.add(results)
+        return tally
+
+    def add(self, results: Iterable[DocumentResult]) -> None:
+        for r in results:
+            self.total += 1
+            self.tokens_in += r.tokens_in or 0
+            self.tokens_out += r.tokens_out or 0
+            if r.cost is not None:
+                self.cost = (self.cost or 0.0) + r.cost
+            if r.status == "succeeded":
+                self.succeeded += 1
+                if r.review == "needs_review":
+                    self.needs_review += 1
+                    self.review.append(ReviewNote(index=r.ref.index, file=r.ref.name, reasons=list(r.review_reasons)))
+                    if len(self.review_results) < REVIEW_KEPT:
+                        self.review_results.append(r)
+                self.line_items = self.line_items or has_line_items([r])
+            else:
+                if r.status == "failed":
+                    self.failed += 1
+                    self.failures.append({"file": r.ref.name, "uri": r.ref.uri, "error_kind": r.error_kind.value if r.error_kind else None, "error": r.error})
+                else:
+                    self.skipped += 1
+                if len(self.problems) < PROBLEMS_KEPT:
+                    self.problems.append(r)
+            if self.kept is not None:
+                self.kept.append(r)
+                if len(self.kept) > self.keep:
+                    self.kept = None  # from here on the report leaves the results out
+
+    def rollup(self) -> tuple[BatchStatus, BatchTotals, str]:
+        """Batch status from per-document outcomes; skipped documents neither pass nor fail a batch."""
+        totals = BatchTotals(
+            total=self.total, succeeded=self.succeeded, failed=self.failed, skipped=self.skipped,
+            tokens_in=self.tokens_in, tokens_out=self.tokens_out,
+            cost=round(self.cost, 6) if self.cost is not None else None, needs_review=self.needs_review,
+        )
+        review = f"; {totals.needs_review} {'needs' if totals.needs_review == 1 else 'need'} review" if totals.needs_review else ""
+        if totals.total == 0:
+            return "completed", totals, "no documents matched in the source: nothing to extract"
+        if totals.failed == 0:
+            message = f"all {totals.succeeded} document(s) extracted"
+            if totals.skipped:
+                message += f", {totals.skipped} skipped"
+            return "completed", totals, message + review
+        if totals.succeeded == 0:
+            return "failed", totals, f"all {totals.failed} attempted document(s) failed"
+        return "partially_failed", totals, f"{totals.failed} of {totals.succeeded + totals.failed} attempted document(s) failed" + review
+
+
+def rollup(results: Iterable[DocumentResult]) -> tuple[BatchStatus, BatchTotals, str]:
+    """Batch status, totals and message of these results."""
+    return BatchTally.of(results).rollup()
+
+
+def review_notes(results: Iterable[DocumentResult]) -> list[ReviewNote]:
     """The succeeded documents that need review, in input order, with their reasons."""
-    return [
-        ReviewNote(index=r.ref.index, file=r.ref.name, reasons=list(r.review_reasons))
-        for r in results
-        if r.status == "succeeded" and r.review == "needs_review"
-    ]
+    return BatchTally.of(results).review
 
 
 def batch_folder_name(name: str, started: datetime, flow_run_id: str | None) -> str:
@@ -85,7 +143,7 @@ def tag_status(flow_run_id: str, status: BatchStatus) -> None:
 
 @task(name="collect-results", cache_policy=NO_CACHE, persist_result=False)
 def collect_results(
-    results: list[DocumentResult],
+    tally: BatchTally,
     *,
     name: str,
     source: str,
@@ -98,23 +156,24 @@ def collect_results(
     resumed: int = 0,
     parameters: BatchParameters | None = None,
     batch_key: str | None = None,
-    table: DocumentsTable | None = None,
+    table: DocumentsTable,
 ) -> BatchReport:
     """Roll the results up, finish the exports, publish the artifacts and announce the batch's end.
 
-    `exports` has been fed every result in input order while the batch ran (documents.jsonl,
-    .json and .xlsx are mostly written by now); finishing it writes the rest and report.json.
-    `table`, when given, may have sent the documents table already (a large batch's).
+    `tally` has gathered what is needed of every result while they were merged, and `exports`
+    has been fed every result in input order (documents.jsonl, .json and .xlsx are mostly
+    written by now); finishing it writes the rest and report.json. `table` may have sent the
+    documents table already (a large batch's). The report holds the results themselves only
+    for a batch of up to `RESULTS_KEPT` documents.
     """
     logger = get_run_logger()
-    results = sorted(results, key=lambda r: r.ref.index)
-    status, totals, message = rollup(results)
+    status, totals, message = tally.rollup()
     if resumed:
         totals.resumed = resumed
         message += f" ({resumed} taken from the interrupted run's checkpoint)"
     finished = datetime.now(timezone.utc)
     attempted = totals.succeeded + totals.failed
-    written = exports.locations(results)
+    written = exports.locations(tally.line_items)
     report = BatchReport(
         name=name,
         flow_run_id=flow_run_id,
@@ -130,8 +189,9 @@ def collect_results(
         extractor=extractor,
         parameters=parameters,
         batch_key=batch_key,
-        needs_review=review_notes(results),
-        results=results,
+        needs_review=tally.review,
+        results=tally.kept or [],
+        results_omitted=0 if tally.kept is not None else tally.total,
         exports=written,
         output_dir=destination.location(folder),
     )
@@ -142,17 +202,16 @@ def collect_results(
     # and the link is deleted before the error is raised.
     link = destination.link(folder, REPORT_NAME)
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="docbatch-artifacts") as pool:
-        table = table or DocumentsTable(name, len(results))
-        calls = [pool.submit(copy_context().run, table.publish, results), pool.submit(copy_context().run, publish_summary, report)]
+        calls = [pool.submit(copy_context().run, table.publish, tally.total), pool.submit(copy_context().run, publish_summary, report, tally.problems)]
         linked = pool.submit(copy_context().run, publish_link, report, link)
         if flow_run_id:
             calls.append(pool.submit(copy_context().run, tag_status, flow_run_id, status))
         try:
-            exports.finish(report)
+            exports.finish(report, line_items=tally.line_items, count=tally.total)
         except BaseException as exc:
             wait([*calls, linked])
             with contextlib.suppress(Exception):
-                publish_summary(report.model_copy(update={"exports": {}, "message": f"{message}; the exports could not be written: {exc}"}))
+                publish_summary(report.model_copy(update={"exports": {}, "message": f"{message}; the exports could not be written: {exc}"}), tally.problems)
             with contextlib.suppress(Exception):
                 retract_link(linked.result())
             raise
@@ -171,13 +230,12 @@ def collect_results(
             "needs_review_files": [note.file for note in report.needs_review[:EVENT_REVIEW_FILES]],
         },
     )
-    for result in report.failed_results():
+    for failure in tally.failures:
         emit_event(
             event="docbatch.document.failed",
-            resource={"prefect.resource.id": f"docbatch.document.{result.ref.uri}", "prefect.resource.name": result.ref.name},
+            resource={"prefect.resource.id": f"docbatch.document.{failure['uri']}", "prefect.resource.name": failure["file"]},
             related=[{"prefect.resource.id": f"docbatch.batch.{flow_run_id or folder}", "prefect.resource.role": "batch", "prefect.resource.name": name}],
-            payload={"file": result.ref.name, "uri": result.ref.uri, "error_kind": result.error_kind.value if result.error_kind else None,
-                     "error": result.error, "batch_name": name, "flow_run_id": flow_run_id},
+            payload={**failure, "batch_name": name, "flow_run_id": flow_run_id},
         )
     logger.info("%s: %s (%s); exports in %s", name, status, message, report.output_dir)
     return report

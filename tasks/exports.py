@@ -83,27 +83,32 @@ class ExportStream:
             self.writer.add(results, [text if text is not None else r.model_dump_json() for r, text in zip(results, given)])
             self.count += len(results)
 
-    def locations(self, results: list[DocumentResult]) -> dict[str, str]:
-        """Where each file of these results' exports will be once `finish` has published them.
+    def locations(self, line_items: bool) -> dict[str, str]:
+        """Where each file of the exports will be once `finish` has published them (`line_items`:
+        whether a result has line items, which adds line_items.csv).
 
         Known before they are written, so the collector can announce them while they are.
         """
-        names = [*export_names(self.formats, has_line_items(results)), REPORT_NAME]
+        names = [*export_names(self.formats, line_items), REPORT_NAME]
         return {name: self.destination.location(self.folder, name) for name in names}
 
-    def finish(self, report: BatchReport) -> dict[str, str]:
-        """Write what is left, publish every file (report.json last) and say where each is."""
+    def finish(self, report: BatchReport, *, line_items: bool, count: int) -> dict[str, str]:
+        """Write what is left, publish every file (report.json last) and say where each is.
+
+        `count` is how many results the batch has (the report itself may leave them out)."""
         destination, folder = self.destination, self.folder
         try:
-            written = self.locations(report.results)
+            written = self.locations(line_items)
             names = [name for name in written if name != REPORT_NAME]
             final = report.model_copy(update={"exports": written, "output_dir": destination.location(folder)})
-            head = final.model_dump_json(exclude={"results"})
+            head = final.model_dump_json(exclude={"results", "results_omitted"})
             try:
-                if self.count != len(report.results):
-                    raise ExportProcessFailed(f"{self.count} results streamed for a report of {len(report.results)}")
+                if self.count != count:
+                    raise ExportProcessFailed(f"{self.count} results streamed for a batch of {count}")
                 self.writer.finish(head)
             except ExportProcessFailed as exc:
+                if len(report.results) != count:
+                    raise  # the report leaves results out: nothing to write the files again from
                 # Nothing is lost: the report holds every result, write the files again from it.
                 log.warning("The export writer failed (%s); writing the exports in this process instead", exc)
                 self.writer.close()
@@ -143,4 +148,4 @@ def write_exports(report: BatchReport, destination: Destination, folder: str, fo
     except BaseException:
         stream.close()
         raise
-    return stream.finish(report)
+    return stream.finish(report, line_items=has_line_items(report.results), count=len(report.results))

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -99,9 +100,12 @@ def _rebuild(destination: Destination, key: str, manifest: Manifest) -> int:
     return used
 
 
-def record(manifest: Manifest, results: list[DocumentResult], batch: str, *, max_attempts: int) -> None:
-    """Enter a batch's outcomes: successes are done, failures count an attempt (parked at the limit)."""
+def record(manifest: Manifest, results: Iterable[DocumentResult], batch: str, *, max_attempts: int) -> list[str]:
+    """Enter a batch's outcomes: successes are done, failures count an attempt (parked at the
+    limit). Returns the names entered, in order (`results` may be read once only)."""
+    names: list[str] = []
     for result in results:
+        names.append(result.ref.name)
         before = manifest.documents.get(result.ref.name)
         same_file = before is not None and before.fingerprint == result.ref.fingerprint
         attempts = (before.attempts if same_file and before.status != "done" else 0) + 1
@@ -114,6 +118,7 @@ def record(manifest: Manifest, results: list[DocumentResult], batch: str, *, max
                 fingerprint=result.ref.fingerprint, sha256=result.sha256, status="parked" if attempts >= max_attempts else "failed",
                 attempts=attempts, error=f"{result.error_kind.value if result.error_kind else 'error'}: {result.error}", batch=batch,
             )
+    return names
 
 
 def save_manifest(destination: Destination, manifest: Manifest) -> str:

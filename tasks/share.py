@@ -48,7 +48,8 @@ class ShareContext:
     work: SharedWork | None = None
     # Results kept across a task run's retries, by task run id: a retry re-extracts only the
     # documents that hit a transient error.
-    kept: dict[str, dict[int, DocumentResult]] = field(default_factory=dict)
+    # (A final result's status; the result itself only while a retry is to come.)
+    kept: dict[str, dict[int, DocumentResult | str]] = field(default_factory=dict)
 
 
 class ShareSummary(BaseModel):

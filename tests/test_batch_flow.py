@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from blocks.errors import BatchRefused, SourceUnavailable
-from blocks.local import LocalDirectory
+from blocks.local import LocalDirectory, LocalFolder
 from blocks.models import BatchReport, DocumentResult, ErrorKind
 from flows.batch import STREAM_AFTER, extract_batch
 from flows.history import recorded_task_runs, wait_for_history
@@ -435,3 +435,27 @@ def test_concurrency_outside_1_to_64_is_rejected(tmp_path: Path, bound: int) -> 
     text_files(tmp_path / "in", 1)
     with pytest.raises(ParameterTypeError, match="max_concurrency"):
         extract_batch(source=str(tmp_path / "in"), max_concurrency=bound, export={"output_dir": str(tmp_path / "out")})
+
+
+def test_a_batch_over_the_kept_limit_returns_its_report_without_results_and_loses_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past `RESULTS_KEPT` the flow returns counts and notes, not the results: they are all in report.json."""
+    import tasks.collect
+    from flows.reports import load_report, report_results
+
+    monkeypatch.setattr(tasks.collect, "RESULTS_KEPT", 5)
+    names = text_files(tmp_path / "in", 12)
+    extractor, _ = scripted(latency_ms=1, permanent_failures=["doc-0003.txt"], with_line_items=True)
+    report = run(tmp_path / "in", tmp_path / "out", extractor, max_concurrency=3, formats=["csv", "jsonl"])
+
+    assert report.results == [] and report.results_omitted == 12
+    assert report.status == "partially_failed" and report.totals.total == 12 and report.totals.failed == 1
+    assert "line_items.csv" in report.exports  # known without the results
+    stored = load_report(report.exports["report.json"])
+    assert [r.ref.name for r in stored.results] == names and stored.results_omitted == 0
+    streamed = list(report_results(LocalFolder(path=str(tmp_path / "out")), Path(report.output_dir).name))
+    assert [r.model_dump() for r in streamed] == [r.model_dump() for r in stored.results]
+    assert pd.read_csv(report.exports["documents.csv"])["file"].tolist() == names
+    summary = read_artifacts(report.flow_run_id)["docbatch-summary"].data
+    assert "doc-0003.txt" in summary and "scripted to be corrupt" in summary  # failures listed without the results

@@ -10,7 +10,7 @@ import pytest
 
 from blocks.local import LocalFolder
 from blocks.models import BatchReport, BatchTotals, DocumentRef, DocumentResult, ErrorKind, ExportFormat
-from tasks.export_files import ExportWriter
+from tasks.export_files import ExportWriter, has_line_items
 from tasks.export_process import ExportProcess
 from tasks.exports import PROCESS_FROM, ExportStream, documents_frame, flatten, line_item_rows, write_exports
 
@@ -158,13 +158,13 @@ def test_a_large_batch_writes_its_exports_in_a_child_process_with_the_same_resul
     in_process = ExportStream(folder, "here", list(ExportFormat), expected=0)
     assert isinstance(in_process.writer, ExportWriter)
     stream_in_chunks(in_process, results)
-    here = in_process.finish(report)
+    here = in_process.finish(report, line_items=has_line_items(report.results), count=len(report.results))
 
     child = ExportStream(folder, "child", list(ExportFormat), expected=len(results))
     assert isinstance(child.writer, ExportProcess)
     stream_in_chunks(child, results)
     assert not (tmp_path / "child" / "documents.csv").exists()  # nothing final before finish
-    there = child.finish(report)
+    there = child.finish(report, line_items=has_line_items(report.results), count=len(report.results))
 
     assert child.writer.answered and child.writer.process.wait(timeout=10) == 0
     assert_same_exports(here, there)
@@ -184,7 +184,7 @@ def test_a_dead_export_process_loses_nothing(tmp_path: Path, caplog: pytest.LogC
     stream.writer.process.wait()
     stream_in_chunks(stream, results[100:])
     with caplog.at_level("WARNING", logger="docbatch.exports"):
-        written = stream.finish(report)
+        written = stream.finish(report, line_items=has_line_items(report.results), count=len(report.results))
     assert "writing the exports in this process instead" in caplog.text
     assert_same_exports(reference, written)
     assert not list(tmp_path.rglob(".*.tmp"))

@@ -68,6 +68,28 @@ def test_only_new_and_changed_files_are_extracted(counting: tuple[str, Path], tm
     assert sorted(fourth.new) == ["inv-0.txt", "inv-1.txt", "inv-2.txt", "inv-3.txt"]
 
 
+def test_a_batch_whose_report_leaves_its_results_out_is_still_recorded_whole(
+    counting: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past `RESULTS_KEPT` the batch's report holds no results: ingestion reads them from its report.json."""
+    import tasks.collect
+    from flows.ingest import ingest_inbox
+
+    monkeypatch.setattr(tasks.collect, "RESULTS_KEPT", 2)
+    extractor, log = counting
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for n in range(5):
+        write(inbox, f"inv-{n}.txt", f"invoice INV-{n}\n")
+    settings = dict(source=str(inbox), extraction=ExtractionSettings(extractor=extractor), export=ExportSettings(output_dir=str(tmp_path / "out"), formats=["csv"]), settle_s=0)
+    first = ingest_inbox(**settings)
+    assert first.status == "completed" and first.totals is not None and first.totals.total == 5
+    second = ingest_inbox(**settings)
+    assert second.status == "nothing_new" and second.unchanged == 5
+    assert sorted(calls(log)) == [f"inv-{n}.txt" for n in range(5)]
+    assert not list((tmp_path / "out" / ".manifests").glob("*.todo.jsonl"))  # the handed listing is gone
+
+
 def test_failures_are_retried_then_parked_and_a_fixed_file_goes_through(prefect_api: str, tmp_path: Path) -> None:
     from flows.ingest import ingest_inbox
 
