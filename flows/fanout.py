@@ -3,8 +3,8 @@
 The parent (`extract_batch` with `workers = K`) starts one child flow run per share with
 `run_deployment(..., timeout=0)`, so any worker of the pool runs it (process, Docker,
 Kubernetes, ECS alike), then watches the children's states while its merger reads their
-segments. A child that ends Crashed (its worker killed, its machine gone: Prefect marks it so,
-see `docs` in README "Fan-out") is started again for the same share, up to `MAX_STARTS` runs;
+segments. A child that ends Crashed (its worker killed, its machine gone: marked so by the
+automation `ensure_crash_detection` installs) is started again for the same share, up to `MAX_STARTS` runs;
 the new run skips what the share's segments hold. A child that fails (it cannot reach the
 source or destination, or refuses a configuration it sees differently) is not started again:
 its documents get a `worker` error with the child's message.
@@ -42,7 +42,6 @@ class ShareRun(BaseModel):
 
     share: int
     runs: list[str] = []
-    workers: list[str] = []
     state: str = "SCHEDULED"
     message: str | None = None
 

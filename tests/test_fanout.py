@@ -129,6 +129,8 @@ def test_a_batch_fans_out_over_two_workers_and_reports_as_one_process_would(clus
     assert [key.rsplit("/", 1)[1] for key in stored] == ["documents.csv", "documents.jsonl", "report.json"]
     lines = s3.get_object(Bucket=bucket, Key=stored[1])["Body"].read().decode().splitlines()
     assert [json.loads(line)["ref"]["name"] for line in lines] == names
+    errors = {log: lines for log, lines in cluster["server"].error_lines().items() if log.startswith("worker")}
+    assert not errors, errors  # a healthy fanned-out batch logs no ERROR on its workers
 
 
 def pids(path: Path, names: list[str]) -> dict[str, list[str]]:
