@@ -36,7 +36,7 @@ started = time.perf_counter()
 report = extract_batch(source=source, max_concurrency=int(c), batch_name=f"scale K={k}", max_documents=0,
                        extraction=ExtractionSettings(extractor=block),
                        export=ExportSettings(output_dir=output, formats=["jsonl", "csv"]),
-                       workers=int(k), shared_path=True)
+                       workers=int(k), shared_path=int(k) > 0)
 wall = time.perf_counter() - started
 print(json.dumps({"wall_s": wall, "status": report.status, "total": report.totals.total, "succeeded": report.totals.succeeded,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=10000, help="documents (default 10000)")
     parser.add_argument("--latency-ms", type=float, default=50.0, help="time each document takes (default 50)")
     parser.add_argument("--concurrency", type=int, default=8, help="documents in flight per worker (default 8)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4], help="values of K (default 1 2 4)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4], help="values of K (default 1 2 4); 0: the batch in the parent's own process, for its memory")
     parser.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
     args = parser.parse_args(argv)
     say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             if done.returncode != 0:
                 raise SystemExit(f"K={k} failed:\n{done.stderr[-3000:]}")
             measured = json.loads(done.stdout.strip().splitlines()[-1])
-            ideal = args.n * args.latency_ms / 1000 / (args.concurrency * k)
+            ideal = args.n * args.latency_ms / 1000 / (args.concurrency * max(k, 1))
             row = {"workers": k, "n": args.n, "latency_ms": args.latency_ms, "concurrency": args.concurrency, **measured,
                    "ideal_s": round(ideal, 2), "ratio": round(measured["wall_s"] / ideal, 3)}
             row["wall_s"] = round(row["wall_s"], 2)

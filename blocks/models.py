@@ -70,6 +70,9 @@ DocumentStatus = Literal["succeeded", "failed", "skipped"]
 BatchStatus = Literal["completed", "partially_failed", "failed"]
 
 
+_FIELDS_SET: dict[frozenset[str], set[str]] = {}  # DocumentRef.model_post_init
+
+
 class DocumentRef(BaseModel):
     """One listed document: where it is and how it looked when listed, never its bytes."""
 
@@ -83,6 +86,17 @@ class DocumentRef(BaseModel):
     fingerprint: str = Field(description="Identity at listing time: 'size:mtime_ns' locally, the ETag on S3.")
     media_type: str | None = Field(default=None, description="Type guessed from the name; the result holds the type read from the content.")
     refused: str | None = Field(default=None, description="Set when the listing refused to read this entry, with why.")
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Share one set of "fields set" among the references that set the same fields.
+
+        pydantic gives every instance its own set of the names it was given: 728 bytes of a
+        listed reference's 1.4 KB, and a batch keeps its listing's references to the end (141 MB
+        per 100,000 documents, 66 MB with the set shared). A reference is frozen, so nothing adds
+        to the set in place; `model_copy` and pickling copy it.
+        """
+        key = frozenset(self.__pydantic_fields_set__)
+        object.__setattr__(self, "__pydantic_fields_set__", _FIELDS_SET.get(key) or _FIELDS_SET.setdefault(key, set(key)))
 
 
 class Extraction(BaseModel):

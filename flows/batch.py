@@ -272,7 +272,7 @@ def run_batch(
     ordered = InOrder(stream)
     ordered.offer(taken.values())
     merger = Merger(SegmentTail(destination, folder, run), ordered, interval=MERGE_EVERY_S.get(type(destination).__name__, 0.1))
-    progress = ProgressPublisher(name, lambda: len(ordered.seen), total)
+    progress = ProgressPublisher(name, lambda: ordered.count, total)
     segment: SegmentWriter | None = None
     try:
         if fan_out is None and (todo or feed is not None):
@@ -293,7 +293,7 @@ def run_batch(
                 segment.close()  # on S3: uploads its last lines, which the merger's last read takes
             merger.finish()
             progress.stop()
-        missing = [ref for ref in todo if ref.index not in ordered.seen]
+        missing = [ref for ref in todo if not ordered.has(ref.index)]
         if missing:  # a share records every document: only a failed child (or a lost line) gets here
             ordered.offer([lost.get(ref.index) or crashed_row(ref, None, extractor.label) for ref in missing])
         report = collect_results(
@@ -338,20 +338,28 @@ class InOrder:
     Task runs finish documents in any order and resumed results arrive first; the export
     stream must see documents 0, 1, 2, ... so its files keep input order while they are
     written. Each result may come with its JSON (`text`), as its segment line holds it, passed
-    on so the exports need not serialise it again. Nothing is kept once handed on.
+    on so the exports need not serialise it again. A document offered twice (a share started
+    again recorded it too) is taken once. Nothing is kept once handed on.
     """
 
     def __init__(self, sink: Callable[[list[DocumentResult], list[str | None]], None]) -> None:
         self.sink = sink
         self.waiting: dict[int, tuple[DocumentResult, str | None]] = {}
         self.handed = 0
-        self.seen: set[int] = set()
+
+    @property
+    def count(self) -> int:
+        """Documents with a result so far."""
+        return self.handed + len(self.waiting)
+
+    def has(self, index: int) -> bool:
+        return index < self.handed or index in self.waiting
 
     def offer(self, results: Iterable[DocumentResult | tuple[DocumentResult, str | None]]) -> None:
         for item in results:
             result, text = item if isinstance(item, tuple) else (item, None)
-            self.waiting[result.ref.index] = (result, text)
-            self.seen.add(result.ref.index)
+            if not self.has(result.ref.index):
+                self.waiting[result.ref.index] = (result, text)
         ready: list[DocumentResult] = []
         texts: list[str | None] = []
         while (index := self.handed + len(ready)) in self.waiting:

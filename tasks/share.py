@@ -10,6 +10,7 @@ way a result leaves, and the flow that merges the segments needs nothing else fr
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,7 @@ class ShareContext:
     # documents that hit a transient error.
     # (A final result's status; the result itself only while a retry is to come.)
     kept: dict[str, dict[int, DocumentResult | str]] = field(default_factory=dict)
+    counts: dict[str, Counter[str]] = field(default_factory=dict)  # final results by status, by task run
 
 
 class ShareSummary(BaseModel):

@@ -204,10 +204,17 @@ def test_the_tail_reads_each_new_line_once_and_skips_a_line_still_being_written(
     with (tmp_path / "f" / SEGMENTS / second.name).open("a") as handle:
         handle.write('me": "b.pdf", "size": 1, "fingerprint": "1:1"}, "status": "succeeded"}\n')
     first.record(result(2, "c.pdf"))
-    first.record(result(0, "a.pdf"))  # recorded again (a share started again): returned once
+    first.record(result(0, "a.pdf"))  # recorded again (a share started again): the merger takes it once
     found = tail.poll()
-    assert sorted(r.ref.index for r, _ in found) == [1, 2]
+    assert sorted(r.ref.index for r, _ in found) == [0, 1, 2]
     assert all(text == r.model_dump_json() or r.ref.index == 1 for r, text in found)
+    from flows.batch import InOrder
+
+    handed: list[int] = []
+    ordered = InOrder(lambda ready, texts: handed.extend(r.ref.index for r in ready))
+    ordered.offer([result(0, "a.pdf")])
+    ordered.offer(found)
+    assert handed == [0, 1, 2] and ordered.count == 3
 
 
 def test_only_an_unfinished_batch_with_the_same_key_is_resumed(tmp_path: Path) -> None:
