@@ -133,6 +133,28 @@ def test_a_batch_fans_out_over_two_workers_and_reports_as_one_process_would(clus
     assert not errors, errors  # a healthy fanned-out batch logs no ERROR on its workers
 
 
+@pytest.mark.server
+def test_a_share_whose_worker_cannot_load_the_extractor_fails_its_documents_clearly(cluster: dict[str, Any], s3: Any) -> None:
+    """The parent knows the block class (tests.fakes), the workers do not: each share fails, is not
+    started again, and its documents fail as `worker` with the child's reason."""
+    bucket, names = documents(s3, 6)
+    tag = uuid.uuid4().hex[:10]
+    saved = subprocess.run([sys.executable, "-c", f"from tests.fakes import ScriptedExtractor; ScriptedExtractor(tag={tag!r}).save({tag!r})"],
+                           cwd=ROOT, env=cluster["env"], capture_output=True, text=True, timeout=120)
+    assert saved.returncode == 0, saved.stderr
+    cli = [sys.executable, "-c", "import tests.counting, tests.fakes; from flows.cli import main; main()"]
+    done = subprocess.run([*cli, "run", f"s3://{bucket}/in", "--output", f"s3://{bucket}/out", "--extractor", f"test-scripted-extractor/{tag}",
+                           "--workers", "2", "--format", "csv", "--json"], cwd=ROOT, env=cluster["env"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr[-3000:]  # every document failed
+    report = json.loads(done.stdout)
+    assert report["status"] == "failed" and [r["ref"]["name"] for r in report["results"]] == names
+    assert {r["error_kind"] for r in report["results"]} == {"worker"}
+    assert all("of a type this docbatch does not know" in r["error"] and "DOCBATCH_BLOCK_MODULES" in r["error"] for r in report["results"])
+    folder = report["output_dir"].rstrip("/").rsplit("/", 1)[1]
+    assert sorted(run["state"]["type"] for run in share_runs(cluster["server"], folder)) == ["FAILED", "FAILED"]  # not started again
+    assert "Share 1 of 2 ended FAILED" in done.stderr and "Traceback" not in done.stderr
+
+
 def pids(path: Path, names: list[str]) -> dict[str, list[str]]:
     """Documents extracted by each flow run process (worker:pid) so far."""
     found: dict[str, list[str]] = {}
