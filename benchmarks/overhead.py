@@ -385,6 +385,7 @@ def applied_experiment(experiment: dict[str, Any]) -> Iterator[Callable[[int, in
     """Yield the plan the flow will use; patch anything only when an experiment is given."""
     import flows.batch
     import tasks.share
+    import tasks.sharding
 
     if not experiment:
         yield tasks.share.plan_shards
@@ -400,8 +401,7 @@ def applied_experiment(experiment: dict[str, Any]) -> Iterator[Callable[[int, in
         if "per_document_limit" in experiment:
             plan = experimental_plan(experiment)
             patch(tasks.share, "plan_shards", plan)
-            patch(tasks.share, "PER_DOCUMENT_LIMIT", experiment["per_document_limit"])
-            patch(flows.batch, "PER_DOCUMENT_LIMIT", experiment["per_document_limit"])
+            patch(tasks.sharding, "PER_DOCUMENT_LIMIT", experiment["per_document_limit"])
             patch(flows.batch, "STREAM_AFTER", max(experiment["per_document_limit"], flows.batch.STREAM_AFTER))
         if experiment.get("no_stream"):
             patch(flows.batch, "STREAM_AFTER", sys.maxsize)

@@ -381,41 +381,38 @@ class S3Destination(Block):
         listed = client.list_objects_v2(Bucket=self.bucket, Prefix=f"{key}/" if key else "", MaxKeys=1)
         return bool(listed.get("KeyCount", len(listed.get("Contents", ()))))
 
-    def batch_folders(self) -> list[str]:
-        """Names of the batch 'folders' (common prefixes) under this destination, sorted."""
-        root = _folder(self._key())
-        names = []
+    def _subfolders(self, *parts: str) -> Iterator[str]:
+        """Names of the 'folders' (common prefixes) directly under the one at `parts`."""
+        root = _folder(self._key(*parts))
         pages = self._client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=root, Delimiter="/")
         for page in pages:
             for common in page.get("CommonPrefixes", ()):
-                name = common["Prefix"][len(root):].rstrip("/")
-                if name and not name.startswith("."):
-                    names.append(name)
-        return sorted(names)
+                yield common["Prefix"][len(root):].rstrip("/")
+
+    def batch_folders(self) -> list[str]:
+        """Names of the batch 'folders' (common prefixes) under this destination, sorted."""
+        return sorted(name for name in self._subfolders() if name and not name.startswith("."))
+
+    def _body(self, *parts: str) -> Any | None:
+        """The streaming body of the object at `parts`, or None when there is none."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return self._client().get_object(Bucket=self.bucket, Key=self._key(*parts))["Body"]
+        except ClientError as exc:
+            if _error(exc)[1] == 404 or _error(exc)[0] == "NoSuchKey":
+                return None
+            raise
 
     def read_text(self, *parts: str) -> str | None:
         """A whole object under this destination (a report.json), or None when there is none."""
-        from botocore.exceptions import ClientError
-
-        try:
-            body = self._client().get_object(Bucket=self.bucket, Key=self._key(*parts))["Body"]
-        except ClientError as exc:
-            if _error(exc)[1] == 404 or _error(exc)[0] == "NoSuchKey":
-                return None
-            raise
-        return body.read().decode("utf-8")
+        body = self._body(*parts)
+        return None if body is None else body.read().decode("utf-8")
 
     def stream_lines(self, *parts: str) -> Iterator[str] | None:
         """The lines of an object, read as they arrive (a large report.json), or None when there is none."""
-        from botocore.exceptions import ClientError
-
-        try:
-            body = self._client().get_object(Bucket=self.bucket, Key=self._key(*parts))["Body"]
-        except ClientError as exc:
-            if _error(exc)[1] == 404 or _error(exc)[0] == "NoSuchKey":
-                return None
-            raise
-        return (line.decode("utf-8") for line in body.iter_lines())
+        body = self._body(*parts)
+        return None if body is None else (line.decode("utf-8") for line in body.iter_lines())
 
     def create_exclusive(self, *parts: str, body: str = "") -> bool:
         """Create a small object only if none exists (S3 conditional write, If-None-Match: *)."""
@@ -446,14 +443,7 @@ class S3Destination(Block):
 
     def list_journals(self, *parts: str) -> list[str]:
         """Names of the journals directly under the 'folder' at `parts` (each a `<name>.d/` of segments)."""
-        root = _folder(self._key(*parts))
-        names = []
-        for page in self._client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=root, Delimiter="/"):
-            for common in page.get("CommonPrefixes", ()):
-                name = common["Prefix"][len(root):].rstrip("/")
-                if name.endswith(".jsonl.d"):
-                    names.append(name[: -len(".d")])
-        return sorted(names)
+        return sorted(name[: -len(".d")] for name in self._subfolders(*parts) if name.endswith(".jsonl.d"))
 
     def read_new_lines(self, *parts: str, cursor: int = 0) -> tuple[list[str], int]:
         """The lines of the journal's segments numbered above `cursor`, and the last number read.

@@ -241,10 +241,9 @@ def run_batch(
     run_id = flow_run.get_id()
     src, extractor, destination, extraction, key = setup.src, setup.extractor, setup.destination, setup.extraction, setup.key
     todo = refs if feed is not None else [ref for ref in refs if ref.index not in taken]
-    sharded = feed is not None or len(todo) > PER_DOCUMENT_LIMIT
     options = batch_options(
         extraction, batch_id=str(run_id) if run_id else uuid.uuid4().hex, max_concurrency=max_concurrency,
-        sharded=sharded, shards=max_concurrency if sharded else len(todo),
+        documents=len(todo), streamed=feed is not None,
     )
     logger.info(
         "Batch %r: %s from %s, %d task run(s), at most %d at once, extractor %s",

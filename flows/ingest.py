@@ -99,6 +99,7 @@ def ingest_inbox(
     except REFUSALS as exc:
         return refused(exc, "Ingestion")  # type: ignore[return-value]
     src, destination, key = setup.src, setup.destination, setup.key
+    handed = (MANIFESTS, f"{manifest_name(key)}.todo.jsonl")  # this run's listing, handed to its batch
     lock = IngestLock(destination, key)
     if not lock.acquire(owner=str(flow_run.get_id() or "python")):
         message = "another ingestion of this source with these settings is running: nothing done"
@@ -132,7 +133,6 @@ def ingest_inbox(
             len(todo.new), len(todo.changed), len(todo.retried), todo.unchanged, len(deferred), len(todo.parked),
         )
         # The batch takes this run's listing of the files to extract instead of listing the source again.
-        handed = (MANIFESTS, f"{manifest_name(key)}.todo.jsonl")
         write_listing(destination, [by_name[n] for n in todo.todo if n in by_name], *handed)
         batch = extract_batch(
             source=source, include=include, exclude=exclude, recursive=recursive, max_concurrency=max_concurrency,
@@ -155,7 +155,7 @@ def ingest_inbox(
         report.message = f"{batch.message}; {len(report.parked)} parked, {len(deferred)} still being written"
         return report
     finally:
-        destination.delete(MANIFESTS, f"{manifest_name(key)}.todo.jsonl")
+        destination.delete(*handed)
         lock.release()
 
 

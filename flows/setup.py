@@ -6,6 +6,7 @@ from __future__ import annotations
 from concurrent.futures import Executor, Future
 from contextvars import copy_context
 from dataclasses import dataclass
+from functools import cached_property
 
 from prefect.logging import get_run_logger
 from prefect.states import Failed, State
@@ -49,8 +50,9 @@ class BatchSetup:
             self._extractor = self._extractor.result()
         return self._extractor
 
-    @property
+    @cached_property
     def key(self) -> str:
+        """Computed once: an extractor's fingerprint may hash a templates folder's files."""
         return settings_key(self.src, self.include, self.exclude, self.recursive, self.extractor, self.extraction)
 
 

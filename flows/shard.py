@@ -27,7 +27,6 @@ from tasks.extract import batch_options, extraction_task
 from tasks.listing import read_listing
 from tasks.journal import LISTING_NAME, JournalHeader, SegmentWriter, read_share
 from tasks.share import ShareSummary, run_share
-from tasks.sharding import PER_DOCUMENT_LIMIT
 
 
 def share_of(refs: list[DocumentRef], share: int, shares: int) -> list[DocumentRef]:
@@ -90,10 +89,9 @@ def extract_shard(
     todo = [ref for ref in mine if ref.index not in done]
     if done:
         logger.info("Share %d of %d: %d of its %d document(s) already recorded by an earlier run of it", share + 1, shares, len(done), len(mine))
-    sharded = len(todo) > PER_DOCUMENT_LIMIT
     options = batch_options(
         extraction, batch_id=str(flow_run.get_id() or uuid.uuid4().hex), max_concurrency=max_concurrency,
-        sharded=sharded, shards=max_concurrency if sharded else len(todo), budget_share=shares,
+        documents=len(todo), budget_share=shares,
     )
     header = JournalHeader(batch_key=batch_key, batch_name=batch_name, source=setup.src.describe(), run=run, share=share)
     segment = SegmentWriter.open(setup.destination, folder, header)

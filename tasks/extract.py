@@ -27,6 +27,7 @@ from blocks.models import DocumentRef, DocumentResult, ErrorKind
 from blocks.resolve import Source
 from tasks.result_cache import cached_extract
 from tasks.review import apply_review
+from tasks.sharding import is_sharded
 
 if TYPE_CHECKING:
     from tasks.share import ShareContext
@@ -50,10 +51,13 @@ class ExtractOptions(BaseModel):
 
 
 def batch_options(
-    extraction: Any, *, batch_id: str, max_concurrency: int, sharded: bool, shards: int, budget_share: int = 1
+    extraction: Any, *, batch_id: str, max_concurrency: int, documents: int, streamed: bool = False, budget_share: int = 1
 ) -> ExtractOptions:
-    """The options of a batch's task runs from its `ExtractionSettings` (`budget_share`: the
-    number of shares splitting the token and cost budget, one per child flow run)."""
+    """The options of a share's task runs from the batch's `ExtractionSettings`, for `documents`
+    (or a listing still running: `streamed`); `budget_share` is the number of shares splitting
+    the token and cost budget, one per child flow run."""
+    sharded = is_sharded(documents, streamed)
+    shards = max_concurrency if sharded else documents
     return ExtractOptions(
         batch_id=batch_id,
         max_concurrency=max_concurrency,

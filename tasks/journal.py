@@ -190,15 +190,10 @@ class SegmentTail:
 
 
 def read_share(destination: Destination, folder: str, run: str, share: int) -> dict[int, DocumentResult]:
-    """The final results the segments of one run's share hold, by index."""
+    """The final results the segments of one run's share hold, by index (the first of each)."""
     done: dict[int, DocumentResult] = {}
-    prefix = f"{run}-{share:03d}-"
-    for name in destination.list_journals(folder, SEGMENTS):
-        if name.startswith(prefix):
-            lines = destination.read_lines(folder, SEGMENTS, name) or iter(())
-            for item in _parse(lines):
-                if isinstance(item, tuple):
-                    done.setdefault(item[0].ref.index, item[0])
+    for result, _ in SegmentTail(destination, folder, f"{run}-{share:03d}").poll():  # its segments, read whole
+        done.setdefault(result.ref.index, result)
     return done
 
 

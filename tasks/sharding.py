@@ -22,6 +22,12 @@ from __future__ import annotations
 PER_DOCUMENT_LIMIT = 100
 
 
+def is_sharded(documents: int, streamed: bool = False) -> bool:
+    """Whether a share's documents go to one task run per slot (`plan_shards` above the limit, or
+    dealt from a listing still running) rather than one task run each."""
+    return streamed or documents > PER_DOCUMENT_LIMIT
+
+
 def plan_shards(total: int, max_concurrency: int, *, per_document_limit: int = PER_DOCUMENT_LIMIT) -> list[range]:
     """Positions (0 .. total-1) of each task run's documents, in the order it extracts them.
 

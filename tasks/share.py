@@ -30,7 +30,7 @@ from tasks.budget import Budget
 from tasks.extract import ExtractOptions
 from tasks.journal import SegmentWriter
 from tasks.listing import ListingFeed
-from tasks.sharding import PER_DOCUMENT_LIMIT, plan_shards
+from tasks.sharding import is_sharded, plan_shards
 from tasks.slots import DocumentSlots
 from tasks.work import SharedWork
 
@@ -102,7 +102,6 @@ def run_share(
     segment: SegmentWriter,
     task: Any,
     feed: ListingFeed | None = None,
-    budget: Budget | None = None,
 ) -> ShareSummary:
     """Extract `refs` (or, with a `feed`, every reference its listing deals) and record each result.
 
@@ -110,14 +109,13 @@ def run_share(
     `ExtractOptions`. Returns once every document has a final line in `segment`.
     """
     max_concurrency = options.max_concurrency
+    sharded = is_sharded(len(refs), streamed=feed is not None)
     if feed is not None:
         shards: list[list[DocumentRef]] = [[] for _ in range(max_concurrency)]
-        sharded = True
     else:
         shards = [[refs[position] for position in shard] for shard in plan_shards(len(refs), max_concurrency)]
-        sharded = len(refs) > PER_DOCUMENT_LIMIT
     work = SharedWork(shards, feed) if sharded else None
-    context = ShareContext(segment=segment, slots=DocumentSlots(max_concurrency), budget=budget or Budget(options.max_tokens, options.max_cost), work=work)
+    context = ShareContext(segment=segment, slots=DocumentSlots(max_concurrency), budget=Budget(options.max_tokens, options.max_cost), work=work)
     summary = ShareSummary(task_runs=len(shards))
     if shards:
         # A runner per share, bounded by the batch's own max_concurrency, so the UI's value takes
