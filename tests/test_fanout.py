@@ -103,6 +103,17 @@ def worker_of(run: dict[str, Any]) -> str | None:
     return (run.get("labels") or {}).get("prefect.worker.name")
 
 
+def prefect_event_lost(line: str) -> bool:
+    """Prefect's own events client giving up on one event after ten reconnections.
+
+    The worker process's `EventsWorker` logs it when the test's server (SQLite, on 2 cores shared
+    with both workers, their flow runs and moto) does not answer its websocket for ~10 s: a lost
+    worker event (e.g. `prefect.worker.submitted-flow-run`), nothing of the batch's. Seen once
+    in CI under load; it is not docbatch's to fix, and every other ERROR line still fails the test.
+    """
+    return "prefect._internal.concurrency - Service 'EventsWorker' failed to process item" in line
+
+
 def comparable(report: dict[str, Any]) -> list[dict[str, Any]]:
     return [{k: v for k, v in result.items() if k not in VOLATILE} for result in report["results"]]
 
@@ -129,8 +140,11 @@ def test_a_batch_fans_out_over_two_workers_and_reports_as_one_process_would(clus
     assert [key.rsplit("/", 1)[1] for key in stored] == ["documents.csv", "documents.jsonl", "report.json"]
     lines = s3.get_object(Bucket=bucket, Key=stored[1])["Body"].read().decode().splitlines()
     assert [json.loads(line)["ref"]["name"] for line in lines] == names
-    errors = {log: lines for log, lines in cluster["server"].error_lines().items() if log.startswith("worker")}
-    assert not errors, errors  # a healthy fanned-out batch logs no ERROR on its workers
+    errors = {
+        log: [line for line in lines if not prefect_event_lost(line)]
+        for log, lines in cluster["server"].error_lines().items() if log.startswith("worker")
+    }
+    assert not any(errors.values()), errors  # a healthy fanned-out batch logs no ERROR on its workers
 
 
 @pytest.mark.server
