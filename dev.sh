@@ -86,11 +86,16 @@ apt_tool() {
   if command -v "$1" >/dev/null 2>&1; then
     return
   fi
+  apt_install "$2" "$3" "$1"
+}
+
+#   apt_install PACKAGE WHY WHAT-IS-MISSING
+apt_install() {
   if command -v apt-get >/dev/null 2>&1; then
-    echo "installing Debian's $2 for $3 (apt-get, once)..." >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+    echo "installing Debian's $1 for $2 (apt-get, once)..." >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
   else
-    echo "warning: $1 is missing and apt-get is not available: $3 will not have it" >&2
+    echo "warning: $3 is missing and apt-get is not available: $2 will not have it" >&2
   fi
 }
 
@@ -99,6 +104,13 @@ apt_tool() {
 poppler() { apt_tool pdftotext poppler-utils "invoice2data templates"; }
 # The UI tests drive Debian's chromium through Playwright (no browser download at run time).
 browser() { apt_tool chromium chromium "the UI tests"; }
+# The SQL destination's tests start a real PostgreSQL from Debian's server binaries (initdb in a
+# temporary folder); the package puts them under /usr/lib/postgresql/<version>/bin, not on PATH.
+postgres() {
+  if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+    apt_install postgresql "the SQL destination's tests (tests/test_database.py)" "PostgreSQL's initdb"
+  fi
+}
 
 # Quiet, offline-friendly Prefect defaults; a PREFECT_API_URL already set still wins.
 export PREFECT_SERVER_ANALYTICS_ENABLED=${PREFECT_SERVER_ANALYTICS_ENABLED:-false}
@@ -116,6 +128,7 @@ case "${1:-}" in
     setup
     poppler
     browser
+    postgres
     model_setup
     exec "$VENV/bin/python" -m pytest "$@"
     ;;

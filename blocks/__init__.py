@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from blocks.openai_compatible import OpenAICompatibleExtractor
     from blocks.routing import RoutingExtractor
     from blocks.schemas import ExtractionSchema
+    from prefect_sqlalchemy import SqlAlchemyConnector
 
 _LAZY = {
     "AwsCredentials": "blocks.aws",
@@ -33,11 +34,14 @@ _LAZY = {
     "HostedExtractor": "blocks.hosted_extractor",
     "ExtractionSchema": "blocks.schemas",
     "RoutingExtractor": "blocks.routing",
+    # Prefect's own SQL connection block (prefect-sqlalchemy): a batch's `database` may name one
+    # as 'sqlalchemy-connector/NAME' (tasks/database.py); registered with the others.
+    "SqlAlchemyConnector": "prefect_sqlalchemy",
 }
 
 __all__ = [
     "AwsCredentials", "S3Destination", "S3Source", "EmbeddedExtractor", "Extractor", "LocalDirectory", "LocalFolder",
-    "OpenAICompatibleExtractor", "HostedExtractor", "ExtractionSchema", "RoutingExtractor",
+    "OpenAICompatibleExtractor", "HostedExtractor", "ExtractionSchema", "RoutingExtractor", "SqlAlchemyConnector",
 ]
 
 

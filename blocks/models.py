@@ -64,6 +64,19 @@ class ExportFormat(str, enum.Enum):
     xlsx = "xlsx"
     parquet = "parquet"
     review = "review"  # review.html: a page a person opens (tasks.review_page); written after the others
+    # Readable reports (tasks.export_readable), opt-in: each costs time at the batch's end.
+    xml = "xml"  # documents.xml
+    txt = "txt"  # documents.txt
+    html = "html"  # documents.html
+    docx = "docx"  # documents.docx
+    pdf = "pdf"  # documents.pdf
+
+
+# What a batch writes when no format is named (CLI, UI form, Python): the formats docbatch had
+# before the readable reports, which stay opt-in so a default batch's end costs what it did.
+DEFAULT_FORMATS: list[ExportFormat] = [
+    ExportFormat.json, ExportFormat.jsonl, ExportFormat.csv, ExportFormat.xlsx, ExportFormat.parquet, ExportFormat.review,
+]
 
 
 DocumentStatus = Literal["succeeded", "failed", "skipped"]
@@ -245,6 +258,17 @@ class ReviewNote(BaseModel):
     reasons: list[str] = Field(default_factory=list, description="Its review_reasons: one sentence each.")
 
 
+class DatabaseOutcome(BaseModel):
+    """What a batch wrote to its SQL database, or what the database refused (`tasks.database`)."""
+
+    url: str = Field(description="The database, its password masked.")
+    status: Literal["written", "failed"]
+    documents: int = Field(default=0, description="Document rows upserted.")
+    line_items: int = Field(default=0, description="Line item rows upserted.")
+    error: str | None = Field(default=None, description="What the database refused; the file exports were written anyway.")
+    layout_version: int = Field(description="The docbatch table layout written (README: 'SQL database').")
+
+
 class BatchReport(BaseModel):
     """The whole batch: what `extract_batch` returns and what report.json holds."""
 
@@ -264,6 +288,10 @@ class BatchReport(BaseModel):
     exports: dict[str, str] = Field(default_factory=dict, description="Export name → path or URI.")
     parameters: BatchParameters | None = Field(default=None, description="The batch's parameters, for retry-failed.")
     batch_key: str | None = Field(default=None, description="Hash of source, filters and extractor settings: batches with equal keys give equal results.")
+    extraction_key: str | None = Field(
+        default=None, description="Hash of the extractor's settings alone: the database keys a document's row on (its URI, this)."
+    )
+    database: DatabaseOutcome | None = Field(default=None, description="The SQL database the batch wrote to, if any, and how that went.")
     needs_review: list[ReviewNote] = Field(
         default_factory=list, description="The succeeded documents whose review is 'needs_review', in input order, with why."
     )

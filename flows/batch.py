@@ -23,6 +23,7 @@ from flows.fanout import FanOutPlan, plan_fan_out, shared_spec
 from flows.setup import REFUSALS, BatchSetup, prepare_batch, refused
 from tasks.artifacts import DocumentsTable
 from tasks.collect import BatchTally, batch_folder_name, collect_results
+from tasks.database import DatabaseSink
 from tasks.exports import PROCESS_FROM, ExportStream
 from tasks.extract import batch_options, extraction_task
 from tasks.journal import JournalHeader, SegmentTail, SegmentWriter, discard_checkpoint, find_resumable, new_run_token
@@ -102,7 +103,7 @@ def extract_batch(
         source, export = shared_spec(source), export.model_copy(update={"output_dir": shared_spec(export.output_dir)})
     try:
         try:
-            setup = prepare_batch(source, include, exclude, recursive, extraction, export.output_dir, background=pool)
+            setup = prepare_batch(source, include, exclude, recursive, extraction, export.output_dir, background=pool, database=export.database)
             src = setup.src
             fan_out = plan_fan_out(setup, workers, work_pool, shared_path) if workers else None
             lister: Future[DocumentListing] | None = None
@@ -252,7 +253,11 @@ def run_batch(
     )
 
     run = new_run_token()
-    exports = ExportStream(destination, folder, formats, declared_fields=extractor.output_fields, expected=len(refs))
+    exports = ExportStream(
+        destination, folder, formats, declared_fields=extractor.output_fields, expected=len(refs),
+        per_document=bool(parameters.export.get("per_document")),
+        database=DatabaseSink(setup.database, folder, setup.extraction_key) if setup.database is not None else None,
+    )
     table = DocumentsTable(name, 0 if feed is not None else len(refs))
 
     def stream(ready: list[DocumentResult], texts: list[str | None]) -> None:
@@ -308,6 +313,7 @@ def run_batch(
             resumed=resumed,
             parameters=parameters,
             batch_key=key,
+            extraction_key=setup.extraction_key,
             table=quote(table),
         )
         progress.settle()

@@ -20,7 +20,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from blocks.errors import BatchRefused, SourceUnavailable  # noqa: E402
-from blocks.models import BatchReport, ExportFormat  # noqa: E402
+from blocks.models import DEFAULT_FORMATS, BatchReport, DatabaseOutcome  # noqa: E402
 
 if TYPE_CHECKING:
     from flows.params import ExtractionSettings
@@ -80,9 +80,11 @@ def run(
     output: Annotated[str, typer.Option("--output", "-o", help="Where each batch gets a sub-folder of exports: a folder, 's3://bucket/prefix', or a saved destination block.")] = "output",
     formats: Annotated[
         Optional[list[str]],
-        typer.Option("--format", "-f", help="Export format, repeatable: json, jsonl, csv, xlsx, parquet, review (review.html). Default: all. report.json is always written."),
+        typer.Option("--format", "-f", help="Export format, repeatable: json, jsonl, csv, xlsx, parquet, review (review.html); readable reports: xml, txt, html, docx, pdf (documents.<format>). Default: json, jsonl, csv, xlsx, parquet, review. report.json is always written."),
     ] = None,
     review_page_documents: Annotated[int, typer.Option("--review-page-documents", help="review.html shows the pages, with each value's box, of at most this many documents (those needing review first); every document is in its table. 0: table only.")] = 100,
+    per_document: Annotated[bool, typer.Option("--per-document", help="Also write one JSON per document under documents/ in the batch folder, mirroring the source tree (a/b.pdf → documents/a/b.pdf.json), as results arrive.")] = False,
+    database: Annotated[Optional[str], typer.Option("--database", help="Also upsert the results into an SQL database: 'sqlite:///results.db', 'postgresql+psycopg://user@host/db' (the password from PGPASSWORD or ~/.pgpass, never in the URL), or a saved 'sqlalchemy-connector/NAME' block. A database that refuses never stops the batch.")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Documents extracted at the same time (1-64).")] = 4,
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Batch name, also the Prefect flow run name. Default: 'Batch YYYY-MM-DD HH:mm'.")] = None,
     include: Annotated[Optional[list[str]], typer.Option("--include", "-i", help="Glob a file must match, repeatable, e.g. '*.pdf'.")] = None,
@@ -129,7 +131,8 @@ def run(
             review_min_confidence=review_min_confidence,
         )
         export = ExportSettings(
-            output_dir=output, formats=formats if formats else list(ExportFormat), review_page_documents=review_page_documents
+            output_dir=output, formats=formats if formats else list(DEFAULT_FORMATS), review_page_documents=review_page_documents,
+            per_document=per_document, database=database or "",
         )
         if not 1 <= concurrency <= 64:
             raise typer.BadParameter("must be between 1 and 64", param_hint="--concurrency")
@@ -315,6 +318,74 @@ def batches(
 
 
 @app.command()
+def delete(
+    batch: Annotated[str, typer.Argument(help="The batch: its flow run id, its report.json location, or its folder name as `docbatch batches` shows them.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Where the batch folders live, for a folder name: a folder, 's3://bucket/prefix', or a saved destination block.")] = "output",
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    database: Annotated[Optional[str], typer.Option("--database", help="Delete the batch's rows from this SQL database (a URL or a 'sqlalchemy-connector/NAME' block). Default: the database the batch wrote to, if any.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Delete even when its flow run is still marked running (its process is gone).")] = False,
+) -> None:
+    """Forget a batch: delete its export folder, its flow run, and its ingestion manifest entries
+    (so the next ingestion run extracts those files again).
+
+    Exit codes: 0 deleted; 1 not confirmed (nothing removed); 2 no such batch, or it is still running;
+    3, 5, 6 as for `run` when the output cannot be read; 4 internal error.
+    """
+    err = Console(stderr=True, soft_wrap=True)
+    from flows.forget import BatchBusy, UnknownBatch, find_batch, forget
+    from tasks.manifest import ManifestError
+
+    try:
+        target = find_batch(batch, output)
+    except UnknownBatch as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_PARAMETERS) from None
+    except SourceUnavailable as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(unavailable_exit_code(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - one line, distinct code (the Prefect API unreachable, ...)
+        err.print(f"[red]internal error:[/] {type(exc).__name__}: {exc}")
+        raise typer.Exit(EXIT_INTERNAL) from None
+    from rich.markup import escape
+
+    console = Console(soft_wrap=True)
+    documents = "" if target.documents is None else f", {target.documents} document(s)"
+    console.print(f"Batch {escape(repr(target.name or '?'))}{documents}")
+    console.print(f"  folder:   {escape(target.location or '(none found)')}")
+    runs = f"{target.flow_run_id} ({(target.flow_run_state or '').lower()})" if target.flow_run_id else "(none found)"
+    if target.child_flow_run_ids:
+        runs += f" and {len(target.child_flow_run_ids)} child flow run(s)"
+    console.print(f"  flow run: {runs}")
+    if target.manifest_entries:
+        console.print(f"  ingestion manifest: {target.manifest_entries} document(s) to forget (extracted again on the next run)")
+    database = database or target.database  # the batch's own database, as it ran
+    if database:
+        console.print(f"  database: its rows in {escape(database)}")
+    if not yes and not typer.confirm("Delete all of this?", default=False):
+        err.print("nothing removed")
+        raise typer.Exit(EXIT_BATCH_FAILED)
+    try:
+        done = forget(target, database=database, force=force)
+    except (BatchBusy, ManifestError) as exc:
+        err.print(f"[red]refused:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_PARAMETERS) from None
+    except ImportError as exc:
+        err.print(f"[red]error:[/] --database needs the SQL destination (tasks.database), which cannot be imported here: {exc}")
+        raise typer.Exit(EXIT_BAD_PARAMETERS) from None
+    except SourceUnavailable as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(unavailable_exit_code(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - one line, distinct code
+        err.print(f"[red]internal error:[/] {type(exc).__name__}: {exc}")
+        raise typer.Exit(EXIT_INTERNAL) from None
+    console.print(f"removed folder {escape(done.folder)}" if done.folder else "no folder to remove")
+    console.print(f"removed {len(done.flow_run_ids)} flow run(s): {', '.join(done.flow_run_ids)}" if done.flow_run_ids else "no flow run to remove")
+    console.print(f"forgot {len(done.manifest_entries)} document(s) in the ingestion manifest")
+    if done.database_rows is not None:
+        console.print(f"deleted {done.database_rows} database row(s)")
+
+
+@app.command()
 def webhook(
     url: Annotated[str, typer.Argument(help="URL that receives a POST (JSON: batch name, status, totals, report) when a batch ends partially_failed or failed.")],
     allow_private_urls: Annotated[bool, typer.Option("--allow-private-urls", help="Allow a URL on a private or loopback address.")] = False,
@@ -369,6 +440,52 @@ def print_summary(report: BatchReport, console: Console) -> None:
             console.print(f"  …and {totals.needs_review - REVIEW_LINES} more (review and review_reasons in the exports)")
     if report.output_dir:
         console.print(f"Exports: {report.output_dir}")
+    if report.database is not None:
+        print_database(report.database, console)
+
+
+def print_database(outcome: DatabaseOutcome, console: Console) -> None:
+    from rich.markup import escape
+
+    if outcome.error:
+        console.print(f"[red]Database {escape(outcome.url)} refused the rows:[/] {escape(outcome.error)} "
+                      "(the file exports are written; `docbatch export-db` loads them later)")
+    else:
+        console.print(f"Database: {outcome.documents} document row(s), {outcome.line_items} line item row(s) upserted into {escape(outcome.url)}")
+
+
+@app.command("export-db")
+def export_db(
+    report: Annotated[str, typer.Argument(help="The finished batch: its report.json (path or s3:// URI), its folder, or its flow run id.")],
+    database: Annotated[str, typer.Option("--database", help="SQLAlchemy URL ('sqlite:///results.db', 'postgresql+psycopg://user:password@host/db') or a saved 'sqlalchemy-connector/NAME' block.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was loaded as JSON on stdout.")] = False,
+) -> None:
+    """Load a finished batch's results into an SQL database (upserted: loading twice adds no rows).
+
+    For a batch whose database refused while it ran, or one run without a database.
+    Exit codes: 0 loaded; 1 the database refused; 2 bad database setting; 3 no such report.
+    """
+    err = Console(stderr=True, soft_wrap=True)
+    from flows.reports import load_report
+    from tasks.database import load_report as load_into, resolve_target
+
+    try:
+        target = resolve_target(database, allow_password=True)  # given here, never stored: the password may be in it
+    except BatchRefused as exc:
+        err.print(f"[red]refused:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_PARAMETERS) from None
+    try:
+        finished = load_report(report)
+    except SourceUnavailable as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(unavailable_exit_code(exc)) from None
+    batch_id = (finished.output_dir or finished.name).rstrip("/").rsplit("/", 1)[-1]
+    outcome = load_into(finished, target, batch_id, finished.extraction_key or finished.batch_key or "")
+    if as_json:
+        sys.stdout.write(outcome.model_dump_json(indent=2) + "\n")
+    else:
+        print_database(outcome, Console(soft_wrap=True))
+    raise typer.Exit(EXIT_BATCH_FAILED if outcome.error else EXIT_OK)
 
 
 def main() -> None:

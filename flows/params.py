@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from blocks.models import ExportFormat
+from blocks.models import DEFAULT_FORMATS, ExportFormat
 
 
 class ExtractionSettings(BaseModel):
@@ -123,11 +123,14 @@ class ExportSettings(BaseModel):
         "or a saved destination block as 'BLOCK-TYPE/NAME' (e.g. 's3-destination/results').",
     )
     formats: list[ExportFormat] = Field(
-        default=list(ExportFormat),  # a literal default, so the UI's form shows every format selected
-        description="Export formats; report.json is always written. "
+        default=list(DEFAULT_FORMATS),  # a literal default, so the UI's form shows the default formats selected
+        description="Export formats; report.json is always written. Default: json, jsonl, csv, xlsx, parquet, review. "
         "json: documents.json, jsonl: documents.jsonl, csv: documents.csv (+ line_items.csv), "
         "xlsx: documents.xlsx (documents, line_items, errors sheets), parquet: documents.parquet, "
-        "review: review.html (a page to check the values on the documents' pages; opens in any browser).",
+        "review: review.html (a page to check the values on the documents' pages; opens in any browser). "
+        "Readable reports, opt-in: xml: documents.xml (every field, nested), txt: documents.txt (plain text), "
+        "html: documents.html (summary, documents table, failures), docx: documents.docx (Word), "
+        "pdf: documents.pdf (the same report as a PDF).",
     )
     review_page_documents: int = Field(
         default=100, ge=0, le=10_000,
@@ -135,3 +138,16 @@ class ExportSettings(BaseModel):
         "them (those needing review first, then the others in order); every document is in its table. 0: table only.",
     )
     review_page_pages: int = Field(default=3, ge=1, le=50, description="Pages shown per document on review.html at most.")
+    database: str = Field(
+        default="", title="SQL database",
+        description="Also upsert the results into an SQL database: an SQLAlchemy URL without a password "
+        "('sqlite:///results.db', 'postgresql+psycopg://user@host/db' with PGPASSWORD or ~/.pgpass), or a saved "
+        "'sqlalchemy-connector/NAME' block (its password a secret). Tables batches, documents, line_items; a database "
+        "that refuses never stops the batch (the report says what it refused). Empty: none.",
+    )
+    per_document: bool = Field(
+        default=False, title="One file per document",
+        description="Also write each document's result as its own JSON file under documents/ in the batch folder, "
+        "mirroring the source tree (invoices/2024/a.pdf → documents/invoices/2024/a.pdf.json), as results arrive; "
+        "failed documents too. For pipelines that pick files up one by one.",
+    )

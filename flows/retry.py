@@ -45,7 +45,9 @@ def retry_failed(batch: str, batch_name: str = "") -> BatchReport:
         settings = previous.parameters
         extraction = ExtractionSettings(**settings.extraction)
         export = ExportSettings(**settings.export)
-        setup = prepare_batch(settings.source, settings.include, settings.exclude, settings.recursive, extraction, export.output_dir)
+        setup = prepare_batch(
+            settings.source, settings.include, settings.exclude, settings.recursive, extraction, export.output_dir, database=export.database
+        )
         fan_out = plan_fan_out(setup, settings.workers, settings.work_pool, settings.shared_path) if settings.workers else None
     except REFUSALS as exc:
         return refused(exc, "Retry")  # type: ignore[return-value]

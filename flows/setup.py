@@ -15,7 +15,8 @@ from blocks.errors import BatchRefused, SourceUnavailable
 from blocks.extractor import Extractor
 from blocks.resolve import Destination, Source, resolve_destination, resolve_extractor, resolve_source
 from flows.params import ExtractionSettings
-from tasks.journal import settings_key
+from tasks.database import Target, resolve_target
+from tasks.journal import extraction_key, settings_key
 
 REFUSALS = (SourceUnavailable, BatchRefused)
 
@@ -42,6 +43,7 @@ class BatchSetup:
     recursive: bool
     extraction: ExtractionSettings
     _extractor: Extractor | Future[Extractor]
+    database: Target | None = None
 
     @property
     def extractor(self) -> Extractor:
@@ -55,6 +57,11 @@ class BatchSetup:
         """Computed once: an extractor's fingerprint may hash a templates folder's files."""
         return settings_key(self.src, self.include, self.exclude, self.recursive, self.extractor, self.extraction)
 
+    @cached_property
+    def extraction_key(self) -> str:
+        """How documents are extracted, whatever the source: the database's rows are keyed on it."""
+        return extraction_key(self.extractor, self.extraction)
+
 
 def prepare_batch(
     source: str,
@@ -65,22 +72,25 @@ def prepare_batch(
     output_dir: str,
     *,
     background: Executor | None = None,
+    database: str | None = None,
 ) -> BatchSetup:
     """Resolve and check everything a batch needs; raises `SourceUnavailable` or `BatchRefused`.
 
     With `background`, the extractor (loading a saved block is an API round trip) loads there,
     so its wait overlaps whatever the caller does next (the listing); `.extractor` raises its
-    refusal when asked.
+    refusal when asked. `database` (a URL or a saved block) is resolved, not connected to: a
+    database that is down never refuses a batch (`tasks.database`).
     """
     if background is not None:
         loading: Extractor | Future[Extractor] = background.submit(
             copy_context().run, resolve_extractor, extraction.extractor, **extraction.extractor_options()
         )
+    target = resolve_target(database) if database and database.strip() else None
     src, destination = open_ends(source, include, exclude, recursive, output_dir)
     if background is None:
         loading = resolve_extractor(extraction.extractor, **extraction.extractor_options())
     return BatchSetup(src=src, destination=destination, source=source, output_dir=output_dir, include=list(include or []), exclude=list(exclude or []),
-                      recursive=recursive, extraction=extraction, _extractor=loading)
+                      recursive=recursive, extraction=extraction, _extractor=loading, database=target)
 
 
 def refused(exc: Exception, what: str = "Batch") -> State:

@@ -108,6 +108,14 @@ def summary_markdown(report: BatchReport, problems: Sequence[DocumentResult] | N
             lines.append(f"Folder: `{report.output_dir}`")
             lines.append("")
         lines += [f"- `{name}`: `{where}`" for name, where in report.exports.items()]
+    database = report.database
+    if database is not None:
+        lines += ["", "## Database", ""]
+        if database.error:
+            lines.append(f"**Refused** by `{database.url}`: {_md(database.error)}. The file exports are written; "
+                         "`docbatch export-db` loads the batch once the database is back.")
+        else:
+            lines.append(f"{database.documents} document row(s) and {database.line_items} line item row(s) upserted into `{database.url}`.")
     return "\n".join(lines) + "\n"
 
 

@@ -156,6 +156,7 @@ def collect_results(
     resumed: int = 0,
     parameters: BatchParameters | None = None,
     batch_key: str | None = None,
+    extraction_key: str | None = None,
     table: DocumentsTable,
 ) -> BatchReport:
     """Roll the results up, finish the exports, publish the artifacts and announce the batch's end.
@@ -189,12 +190,18 @@ def collect_results(
         extractor=extractor,
         parameters=parameters,
         batch_key=batch_key,
+        extraction_key=extraction_key,
         needs_review=tally.review,
         results=tally.kept or [],
         results_omitted=0 if tally.kept is not None else tally.total,
         exports=written,
         output_dir=destination.location(folder),
     )
+    # The database's rows first: the report, its summary and report.json say how that went.
+    report.database = exports.finish_database(report)
+    if report.database is not None and report.database.error:
+        logger.warning("The database refused the batch's rows: %s. The file exports are written; "
+                       "`docbatch export-db` loads them once it is back.", report.database.error)
     # API calls wait on the server and the exports on the disk (or the export writer's
     # process): overlap them. The summary and the link name the export files before they are
     # published (their names and places are fixed up front, and publishing follows within a

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from blocks.models import DocumentResult, ExportFormat
+from tasks.export_readable import READABLE_FILES, ReadableReport, open_readable
 
 LINE_ITEM_KEYS = ("line_items", "lines")
 DOCUMENT_COLUMNS = [
@@ -173,6 +174,7 @@ EXPORT_FILES: dict[str, ExportFormat] = {
     "documents.json": ExportFormat.json,
     "documents.xlsx": ExportFormat.xlsx,
     "documents.parquet": ExportFormat.parquet,
+    **READABLE_FILES,  # documents.xml, .txt, .html, .docx, .pdf (tasks.export_readable)
 }
 REPORT_NAME = "report.json"
 
@@ -342,7 +344,8 @@ class ExportWriter:
     documents.xlsx and documents.csv are written as results arrive (the CSV per chunk of
     `FRAME_ROWS`); `finish` writes line_items.csv, Parquet and report.json, closes the workbook
     and flushes everything to disk. So the end of a batch costs little more than report.json,
-    whatever its size.
+    whatever its size. The readable reports (documents.xml/.txt/.html/.docx/.pdf,
+    `tasks.export_readable`) are fed here too and finished beside Parquet.
     """
 
     def __init__(self, paths: dict[str, Path], declared_fields: list[str] | None = None) -> None:
@@ -364,6 +367,7 @@ class ExportWriter:
             self._json.write("[")
         self._xlsx = _StreamedWorkbook(paths["documents.xlsx"]) if "documents.xlsx" in paths else None
         self._csv = _StreamedCsv(paths["documents.csv"]) if "documents.csv" in paths else None
+        self._readable = open_readable(paths)  # XML, TXT, HTML, DOCX, PDF: fed here, finished in `finish`
 
     @property
     def count(self) -> int:
@@ -390,6 +394,8 @@ class ExportWriter:
         if self._json is not None:
             self._json.write(("\n" if not self.texts else ",\n") + ",\n".join(texts))
         self.texts.extend(texts)
+        for readable in self._readable:
+            readable.add(results)
         if self._xlsx is not None and not self._xlsx.broken:
             self._unstreamed.extend(rows)
             self._unstreamed_items.extend(items)
@@ -438,6 +444,9 @@ class ExportWriter:
                 if self._csv is not None:
                     self._csv.finish(documents)
                     running.append(pool.submit(_fsync, self.paths["documents.csv"]))
+                if self._readable:
+                    head = json.loads(report_head)
+                    running += [pool.submit(self._finish_readable, readable, head) for readable in self._readable]
                 if "line_items.csv" in self.paths and not line_items.empty:
                     line_items.to_csv(self.paths["line_items.csv"], index=False)
                     running.append(pool.submit(_fsync, self.paths["line_items.csv"]))
@@ -451,6 +460,11 @@ class ExportWriter:
     def _write(self, name: str, writer: Callable[[Path], object]) -> None:
         writer(self.paths[name])
         _fsync(self.paths[name])
+
+    @staticmethod
+    def _finish_readable(readable: ReadableReport, head: dict[str, Any]) -> None:
+        readable.finish(head)
+        _fsync(readable.path)
 
     def _finish_xlsx(self, documents: pd.DataFrame, line_items: pd.DataFrame) -> None:
         assert self._xlsx is not None
@@ -472,6 +486,8 @@ class ExportWriter:
                 handle.close()
         if self._xlsx is not None and not self._xlsx.closed:
             self._xlsx.abandon()
+        for readable in self._readable:
+            readable.close()
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:

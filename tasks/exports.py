@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from blocks.models import BatchReport, DocumentResult, ExportFormat
+from blocks.models import BatchReport, DatabaseOutcome, DocumentResult, ExportFormat
 from tasks.export_files import (
     REPORT_NAME,
     ExportWriter,
@@ -23,11 +23,13 @@ from tasks.export_files import (
     line_item_rows,
 )
 from tasks.export_process import ExportProcess, ExportProcessFailed
+from tasks.per_document import PerDocumentWriter
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from blocks.resolve import Destination
+    from tasks.database import DatabaseSink
 
 __all__ = ["ExportStream", "documents_frame", "flatten", "line_item_rows", "write_exports"]
 
@@ -43,6 +45,8 @@ class ExportStream:
 
     Every file the formats call for is claimed at the destination up front (a hidden temporary
     until `finish`), so a crash or an error never leaves a final-named file that is not complete.
+    With `per_document`, each result also gets its own file under `documents/` as it arrives
+    (`tasks.per_document`), all written before report.json is published.
     """
 
     def __init__(
@@ -53,11 +57,14 @@ class ExportStream:
         declared_fields: list[str] | None = None,
         *,
         expected: int = 0,
+        per_document: bool = False,
+        database: DatabaseSink | None = None,
     ) -> None:
         self.destination = destination
         self.folder = folder
         self.formats = list(formats)
         self.declared_fields = list(declared_fields or [])
+        self.database = database
         self.count = 0
         self._pending: dict[str, Any] = {}
         try:
@@ -68,6 +75,7 @@ class ExportStream:
                 if expected >= PROCESS_FROM and self.formats
                 else ExportWriter(self.paths, self.declared_fields)
             )
+            self.per_document = PerDocumentWriter(destination, folder) if per_document else None
         except BaseException:
             self._abort_all()
             raise
@@ -80,8 +88,20 @@ class ExportStream:
         """Take the next results of the batch, in input order (`texts`: their JSON where at hand)."""
         if results:
             given = texts if texts is not None else [None] * len(results)
-            self.writer.add(results, [text if text is not None else r.model_dump_json() for r, text in zip(results, given)])
+            lines = [text if text is not None else r.model_dump_json() for r, text in zip(results, given)]
+            self.writer.add(results, lines)
+            if self.per_document is not None:
+                self.per_document.add(results, lines)
+            if self.database is not None:
+                self.database.add(results)
             self.count += len(results)
+
+    def finish_database(self, report: BatchReport) -> DatabaseOutcome | None:
+        """Write the database's last rows and the batch's own; what it took or refused (None: no database)."""
+        if self.database is None:
+            return None
+        database, self.database = self.database, None
+        return database.finish(report)
 
     def locations(self, line_items: bool) -> dict[str, str]:
         """Where each file of the exports will be once `finish` has published them (`line_items`:
@@ -119,6 +139,8 @@ class ExportStream:
             with ThreadPoolExecutor(max_workers=3, thread_name_prefix="docbatch-publish") as pool:
                 for future in [pool.submit(self._pending[name].commit) for name in names]:
                     future.result()
+            if self.per_document is not None:
+                self.per_document.finish()
             self._pending[REPORT_NAME].commit()  # last: its presence marks a complete folder
         finally:
             self.close()
@@ -129,6 +151,12 @@ class ExportStream:
         writer = getattr(self, "writer", None)
         if writer is not None:
             writer.close()
+        database = getattr(self, "database", None)
+        if database is not None:
+            database.close()
+        per_document = getattr(self, "per_document", None)
+        if per_document is not None:
+            per_document.close()
         self._abort_all()
 
     def _abort_all(self) -> None:

@@ -87,6 +87,17 @@ def settings_key(
     )
 
 
+def extraction_key(extractor: Extractor, extraction: ExtractionSettings) -> str:
+    """The key of how documents are extracted, whatever the source: the database's rows are one
+    per (document, this key), so a retry or an ingestion run over the same files replaces them."""
+    return batch_key(
+        extractor=extractor.label, extractor_settings=extractor.model_dump(mode="json"),
+        extractor_fingerprint=extractor.fingerprint(),
+        keep_text=extraction.keep_text, max_file_size_mb=extraction.max_file_size_mb,
+        review_min_confidence=extraction.review_min_confidence,
+    )
+
+
 def new_run_token() -> str:
     """A short name shared by the segments of one run of a batch (a resumed run gets a new one)."""
     return uuid.uuid4().hex[:12]

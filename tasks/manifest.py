@@ -121,6 +121,36 @@ def record(manifest: Manifest, results: Iterable[DocumentResult], batch: str, *,
     return names
 
 
+def forget_batch(destination: Destination, key: str, batch: str) -> list[str]:
+    """Drop from the manifest with `key` every document whose last attempt was in the batch
+    folder `batch`, so the next ingestion run sees those files as new and extracts them again.
+
+    Used when a batch is deleted: its results are gone, so the manifest must not keep saying
+    they exist. Entries of other batches stay as they are. Returns the names dropped (none when
+    there is no manifest, or one that cannot be read: the next run rebuilds it from the batch
+    reports still there, which no longer include this one). The caller holds the `IngestLock`.
+    """
+    text = destination.read_text(MANIFESTS, manifest_name(key))
+    if text is None:
+        return []
+    try:
+        raw = json.loads(text)
+        if raw.get("format") == MANIFEST_FORMAT and int(raw.get("version", 0)) > MANIFEST_VERSION:
+            raise ManifestError(
+                f"the manifest {destination.location(MANIFESTS, manifest_name(key))} was written by a newer docbatch "
+                f"(version {raw['version']}): upgrade docbatch to delete batches it records"
+            )
+        manifest = Manifest.model_validate(raw)
+    except (ValueError, TypeError, AttributeError, ValidationError):
+        return []
+    dropped = [name for name, entry in manifest.documents.items() if entry.batch == batch]
+    if dropped:
+        for name in dropped:
+            del manifest.documents[name]
+        save_manifest(destination, manifest)
+    return dropped
+
+
 def save_manifest(destination: Destination, manifest: Manifest) -> str:
     manifest.updated = datetime.now(timezone.utc)
     with destination.atomic_path(MANIFESTS, manifest_name(manifest.key)) as path:

@@ -411,11 +411,11 @@ def test_too_many_documents_is_refused_before_any_extraction(tmp_path: Path) -> 
 def test_unknown_export_format_is_a_parameter_error(tmp_path: Path) -> None:
     from pydantic import ValidationError
 
-    with pytest.raises(ValidationError, match="pdf"):
-        ExportSettings(formats=["csv", "pdf"])
+    with pytest.raises(ValidationError, match="rtf"):
+        ExportSettings(formats=["csv", "rtf"])
     text_files(tmp_path / "in", 1)
-    with pytest.raises(Exception, match=r"export\.formats\.1: Input should be 'json', 'jsonl', 'csv', 'xlsx', 'parquet' or 'review'"):
-        extract_batch(source=str(tmp_path / "in"), export={"output_dir": str(tmp_path / "out"), "formats": ["csv", "pdf"]})
+    with pytest.raises(Exception, match=r"export\.formats\.1: Input should be 'json', 'jsonl', 'csv', 'xlsx', 'parquet', 'review', 'xml', 'txt', 'html', 'docx' or 'pdf'"):
+        extract_batch(source=str(tmp_path / "in"), export={"output_dir": str(tmp_path / "out"), "formats": ["csv", "rtf"]})
     assert not (tmp_path / "out").exists()
 
 

@@ -47,7 +47,7 @@ def test_failed_batch_exit_code(cli_env: dict[str, str], tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--format", "pdf"], "formats"),
+        (["--format", "rtf"], "formats"),  # pdf is a format since the readable reports
         (["--concurrency", "0"], "between 1 and 64"),
         (["--concurrency", "65"], "between 1 and 64"),
         (["--max-documents", "1"], "more than 1 documents"),

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from blocks.local import LocalFolder
-from blocks.models import BatchReport, BatchTotals, DocumentRef, DocumentResult, ErrorKind, ExportFormat
+from blocks.models import DEFAULT_FORMATS, BatchReport, BatchTotals, DocumentRef, DocumentResult, ErrorKind, ExportFormat
 from tasks.export_files import ExportWriter, has_line_items
 from tasks.export_process import ExportProcess
 from tasks.exports import PROCESS_FROM, ExportStream, documents_frame, flatten, line_item_rows, write_exports
@@ -56,7 +56,7 @@ def test_all_formats_readable_and_mixed_types_survive_parquet(tmp_path: Path) ->
         name="t", source="s", status="partially_failed", message="m", totals=BatchTotals(total=3, succeeded=2, failed=1),
         progress=100, started=now, finished=now, duration_s=0, extractor="e", results=results,
     )
-    written = write_exports(report, LocalFolder(path=str(tmp_path)), "b", list(ExportFormat))
+    written = write_exports(report, LocalFolder(path=str(tmp_path)), "b", DEFAULT_FORMATS)
     assert set(written) == {"documents.csv", "line_items.csv", "documents.jsonl", "documents.json", "documents.xlsx", "documents.parquet", "report.json"}
     totals = pd.read_parquet(written["documents.parquet"])["total"]
     assert totals[0] == "1.5" and pd.isna(totals[1]) and totals[2] == "12,00"
