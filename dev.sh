@@ -121,7 +121,8 @@ case "${1:-}" in
     shift
     setup
     poppler
-    exec "$VENV/bin/docbatch" run examples/documents --templates examples/templates --name "${DEMO_NAME:-docbatch demo}" "$@"
+    exec "$VENV/bin/docbatch" run examples/documents --templates examples/templates --name "${DEMO_NAME:-docbatch demo}" \
+      --database "sqlite:///output/results.db" "$@"
     ;;
   test)
     shift

@@ -42,6 +42,7 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -174,7 +175,12 @@ class Target(BaseModel):
     connect_args: dict[str, Any] = Field(default_factory=dict, repr=False)
 
     def engine(self) -> Engine:
-        return create_engine(self.url, connect_args=self.connect_args, pool_pre_ping=True)
+        url = make_url(self.url)
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+            # SQLite creates the file, not its folder: a batch's first run into `output/results.db`
+            # starts before its exports create `output/`.
+            Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        return create_engine(url, connect_args=self.connect_args, pool_pre_ping=True)
 
 
 def resolve_target(value: str, *, allow_password: bool = False) -> Target:

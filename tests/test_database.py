@@ -93,7 +93,7 @@ def assert_rows_equal_report(url: str, report: dict[str, Any]) -> None:
 
 def test_sqlite_rows_equal_the_report_and_running_again_adds_no_row(cli_env: dict[str, str], tmp_path: Path) -> None:
     names = inputs(tmp_path / "in")
-    url = f"sqlite:///{tmp_path / 'results.db'}"
+    url = f"sqlite:///{tmp_path / 'db' / 'results.db'}"  # its folder does not exist yet: SQLite makes the file, the sink the folder
     args = [str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--database", url, "--format", "csv"]
     first = run(cli_env, *args, "--name", "first")
     assert first["database"] == {"url": url, "status": "written", "documents": len(names), "line_items": first["database"]["line_items"],
