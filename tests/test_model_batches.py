@@ -41,8 +41,10 @@ def _run(cli_env: dict[str, str], folder: Path, out: Path, block: str, *flags: s
 
 
 def test_two_concurrent_batches_share_the_blocks_request_limit(cli_env: dict[str, str], prefect_api: str, tmp_path: Path) -> None:
-    script = Script(delay_s=0.6)
-    a, b = _folder(tmp_path / "a", "a", 10), _folder(tmp_path / "b", "b", 10)
+    # Each batch alone takes 12 × 1.0 s / 2 = 6 s: longer than the two CLI processes' start-up can
+    # differ on a loaded 2-core machine (with 10 × 0.6 s, batch a once finished before b's first request).
+    script = Script(delay_s=1.0)
+    a, b = _folder(tmp_path / "a", "a", 12), _folder(tmp_path / "b", "b", 12)
     with openai_server(script) as url:
         block, _ = _save(url, tmp_path, max_concurrent_requests=2)
         command = [sys.executable, "-m", "flows.cli", "run"]
@@ -55,9 +57,9 @@ def test_two_concurrent_batches_share_the_blocks_request_limit(cli_env: dict[str
     for process, (stdout, stderr) in zip(batches, outputs):
         assert process.returncode == 0, stderr
         assert "Traceback" not in stderr and "| ERROR" not in stderr, stderr
-        assert json.loads(stdout)["totals"]["succeeded"] == 10
+        assert json.loads(stdout)["totals"]["succeeded"] == 12
     names = [r["body"]["messages"][1]["content"].split("\n", 1)[0] for r in script.requests]
-    assert len(names) == 20
+    assert len(names) == 24
     # the two batches sent at the same time (their requests interleave) ...
     firsts = {p: min(i for i, n in enumerate(names) if n.startswith(f"Document: {p}-")) for p in "ab"}
     lasts = {p: max(i for i, n in enumerate(names) if n.startswith(f"Document: {p}-")) for p in "ab"}
