@@ -77,6 +77,8 @@ log = logging.getLogger("docbatch.database")
 LAYOUT_VERSION = 1
 CHUNK = 1000  # documents per transaction at most
 FLUSH_EVERY_S = 1.0  # and at least this often while results arrive: the tables follow the batch
+PENDING_CHUNKS = 4  # chunks queued for the database at most: a slow one slows the merge, never fills memory
+SQLITE_BUSY_S = 60.0
 BLOCK_PREFIX = "sqlalchemy-connector/"
 LINE_ITEM_KEYS = ("line_items", "lines")
 
@@ -180,7 +182,11 @@ class Target(BaseModel):
             # SQLite creates the file, not its folder: a batch's first run into `output/results.db`
             # starts before its exports create `output/`.
             Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        return create_engine(url, connect_args=self.connect_args, pool_pre_ping=True)
+        connect_args = dict(self.connect_args)
+        if url.get_backend_name() == "sqlite":
+            # Two batches into one file take turns: wait for the other's transaction, not 5 s.
+            connect_args.setdefault("timeout", SQLITE_BUSY_S)
+        return create_engine(url, connect_args=connect_args, pool_pre_ping=True)
 
 
 def resolve_target(value: str, *, allow_password: bool = False) -> Target:
@@ -435,6 +441,7 @@ class DatabaseSink:
         self._lock = threading.Lock()
         self._engine: Engine | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="docbatch-database")
+        self._pending = threading.BoundedSemaphore(PENDING_CHUNKS)
         self._submit(lambda: None)  # connect and create the tables while the batch starts
 
     def _open(self) -> None:
@@ -459,6 +466,8 @@ class DatabaseSink:
         self.line_items += items
 
     def add(self, results: Iterable[DocumentResult]) -> None:
+        if self.error is not None:
+            return  # refused: nothing more is kept for it
         with self._lock:
             self._buffer.extend(results)
             now = time.monotonic()
@@ -468,7 +477,9 @@ class DatabaseSink:
         self._submit(self._write, chunk)
 
     def _submit(self, work: Any, *args: Any) -> None:
-        self._pool.submit(self._guarded, work, *args)  # one thread: chunks go in order
+        self._pending.acquire()  # blocks while PENDING_CHUNKS wait: memory stays bounded
+        future = self._pool.submit(self._guarded, work, *args)  # one thread: chunks go in order
+        future.add_done_callback(lambda _: self._pending.release())
 
     def finish(self, report: BatchReport) -> DatabaseOutcome:
         """Write what is left and the batch's row; what the database took, or what it refused."""

@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -280,3 +281,56 @@ def test_a_column_type_clash_is_reported_and_the_batch_goes_on(cli_env: dict[str
     assert report["database"]["status"] == "failed" and report["database"]["documents"] == 0
     assert "grand_total" in report["database"]["error"] and "type date" in report["database"]["error"]
     assert len((Path(report["output_dir"]) / "documents.csv").read_text().splitlines()) == len(names) + 1
+
+
+# -- the sink on its own ------------------------------------------------------------------------
+
+
+def synthetic(count: int) -> list[Any]:
+    from blocks.models import DocumentRef, DocumentResult
+
+    return [
+        DocumentResult(
+            ref=DocumentRef(index=n, uri=f"/in/d{n}.txt", name=f"d{n}.txt", size=1, fingerprint="1:1"), status="succeeded",
+            fields={"invoice_number": f"N{n}", "totals": {"grand_total": "12.5" if n % 2 else "not a number"},
+                    "issue_date": "2026-02-30" if n == 3 else "2026-01-31", "line_items": [{"name": "x", "quantity": 2}]},
+        )
+        for n in range(count)
+    ]
+
+
+def test_the_sink_writes_in_chunks_and_types_what_it_can(tmp_path: Path) -> None:
+    from blocks.models import BatchReport, BatchTotals
+    from tasks import database
+
+    url = f"sqlite:///{tmp_path / 'sink.db'}"
+    results = synthetic(2500)
+    sink = database.DatabaseSink(database.resolve_target(url), "batch-1", "config-1")
+    for start in range(0, len(results), 300):
+        sink.add(results[start:start + 300])
+    now = datetime.now(timezone.utc)
+    outcome = sink.finish(BatchReport(name="b", source="s", status="completed", message="", totals=BatchTotals(total=2500, succeeded=2500),
+                                      progress=100, started=now, finished=now, duration_s=0, extractor="e"))
+    assert (outcome.status, outcome.documents, outcome.line_items) == ("written", 2500, 2500)
+    typed = {row["file"]: row for row in rows(url, "SELECT file, grand_total, issue_date FROM documents WHERE file IN ('d1.txt', 'd2.txt', 'd3.txt')")}
+    assert typed["d1.txt"]["grand_total"] == 12.5 and typed["d2.txt"]["grand_total"] is None  # not a number: NULL, kept in fields
+    assert typed["d3.txt"]["issue_date"] is None and typed["d1.txt"]["issue_date"] == "2026-01-31"  # 30 February is no date
+
+
+def test_a_refused_sink_keeps_nothing_and_says_why(tmp_path: Path) -> None:
+    from tasks import database
+
+    (tmp_path / "a-file").write_text("not a folder")
+    sink = database.DatabaseSink(database.resolve_target(f"sqlite:///{tmp_path / 'a-file' / 'x.db'}"), "batch-1", "config-1")
+    deadline = time.monotonic() + 30
+    while sink.error is None and time.monotonic() < deadline:  # the connection is tried in the background
+        time.sleep(0.01)
+    assert sink.error is not None and "FileExistsError" in sink.error  # its folder cannot be made: a file is in the way
+    sink.add(synthetic(10))
+    assert sink._buffer == []  # noqa: SLF001 - once refused, results are not kept for it
+    now = datetime.now(timezone.utc)
+    from blocks.models import BatchReport, BatchTotals
+
+    outcome = sink.finish(BatchReport(name="b", source="s", status="completed", message="", totals=BatchTotals(total=10, succeeded=10),
+                                      progress=100, started=now, finished=now, duration_s=0, extractor="e"))
+    assert (outcome.status, outcome.documents, outcome.error) == ("failed", 0, sink.error)
