@@ -334,3 +334,19 @@ def test_a_refused_sink_keeps_nothing_and_says_why(tmp_path: Path) -> None:
     outcome = sink.finish(BatchReport(name="b", source="s", status="completed", message="", totals=BatchTotals(total=10, succeeded=10),
                                       progress=100, started=now, finished=now, duration_s=0, extractor="e"))
     assert (outcome.status, outcome.documents, outcome.error) == ("failed", 0, sink.error)
+
+
+def test_nul_characters_never_stop_postgresql(pg: PostgresServer) -> None:
+    """PostgreSQL's text and JSONB refuse NUL: a hostile file's value loses it instead of failing the chunk."""
+    from tasks import database
+
+    engine = create_engine(pg.url(pg.new_database(), password=True))
+    database.prepare(engine)
+    hostile = synthetic(2)
+    hostile[1] = hostile[1].model_copy(update={"fields": {"invoice_number": "A\x00B", "note": {"text": "x\x00y"}, "line_items": [{"name": "n\x00"}]}})
+    assert database.write_chunk(engine, hostile, "batch-1", "config-1") == (2, 2)
+    with engine.connect() as connection:
+        row = connection.execute(text("SELECT invoice_number, fields FROM documents WHERE file = 'd1.txt'")).one()
+        item = connection.execute(text("SELECT name FROM line_items WHERE document_key = '/in/d1.txt'")).scalar_one()
+    engine.dispose()
+    assert (row.invoice_number, row.fields["note"]["text"], item) == ("AB", "xy", "n")
