@@ -545,10 +545,9 @@ class Sample:
         }
 
 
-class DocxReport:
-    """documents.docx (python-docx): a summary page, the documents table (core fields), the
-    failures, then a two-column table of every value for each of the first `DETAIL_DOCUMENTS`
-    documents. The document lives in memory until saved, hence the `Sample` limits."""
+class _SampledReport:
+    """A report its library builds in memory at `finish` (DOCX, PDF): fed into a bounded `Sample`
+    while the batch runs; nothing is open until then."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -556,6 +555,15 @@ class DocxReport:
 
     def add(self, results: list[DocumentResult]) -> None:
         self.sample.add(results)
+
+    def close(self) -> None:
+        """Nothing open: the file is written in one go by `finish`."""
+
+
+class DocxReport(_SampledReport):
+    """documents.docx (python-docx): a summary page, the documents table (core fields), the
+    failures, then a two-column table of every value for each of the first `DETAIL_DOCUMENTS`
+    documents. The document lives in memory until saved, hence the `Sample` limits."""
 
     def finish(self, report_head: dict[str, Any]) -> None:
         from docx import Document
@@ -610,9 +618,6 @@ class DocxReport:
                 document.add_paragraph(f"{cut} more value(s) are in {head.full_data}.")
         document.save(str(self.path))
 
-    def close(self) -> None:
-        """Nothing open: the file is written in one go by `finish`."""
-
     @staticmethod
     def _table(document: Any, header: list[str] | None, rows: list[list[str]]) -> None:
         """A grid table whose rows are parsed from one string of WordprocessingML.
@@ -648,18 +653,11 @@ def _docx(value: Any) -> str:
     return _XML_ILLEGAL.sub("\ufffd", _CONTROL.sub("\ufffd", text_of(value)))
 
 
-class PdfReport:
+class PdfReport(_SampledReport):
     """documents.pdf (ReportLab, pure Python): the same report as the DOCX, A4 landscape.
 
     The text font is DejaVu Sans where Debian installs it (most scripts), else the Bitstream Vera
     that ReportLab ships (Western European), embedded either way so every viewer shows the same."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sample = Sample()
-
-    def add(self, results: list[DocumentResult]) -> None:
-        self.sample.add(results)
 
     def finish(self, report_head: dict[str, Any]) -> None:
         from reportlab.lib import colors
@@ -755,9 +753,6 @@ class PdfReport:
             bottomMargin=1.5 * cm, title=f"docbatch report: {head.name}", author="docbatch",
         )
         document.build(story)
-
-    def close(self) -> None:
-        """Nothing open: the file is written in one go by `finish`."""
 
 
 def _pdf(value: Any) -> str:
