@@ -55,24 +55,36 @@ def manifest_name(key: str) -> str:
     return f"{key}.json"
 
 
+def read_manifest(destination: Destination, key: str, advice: str) -> Manifest | None:
+    """The manifest with `key` as stored; None when there is none.
+
+    Raises `ManifestError` for one a newer docbatch wrote (`advice`: what the reader should do),
+    `ValueError` (pydantic's `ValidationError` is one) or `TypeError` for one that cannot be read.
+    """
+    text = destination.read_text(MANIFESTS, manifest_name(key))
+    if text is None:
+        return None
+    raw = json.loads(text)
+    if isinstance(raw, dict) and raw.get("format") == MANIFEST_FORMAT and int(raw.get("version", 0)) > MANIFEST_VERSION:
+        raise ManifestError(
+            f"the manifest {destination.location(MANIFESTS, manifest_name(key))} was written by a newer docbatch "
+            f"(version {raw['version']}){advice}"
+        )
+    return Manifest.model_validate(raw)
+
+
 def load_manifest(destination: Destination, key: str, source: str) -> tuple[Manifest, str | None]:
     """The manifest, and a sentence when it had to be rebuilt (None when read as it was)."""
-    text = destination.read_text(MANIFESTS, manifest_name(key))
     problem: str | None = None
-    if text is not None:
-        try:
-            raw = json.loads(text)
-            if raw.get("format") == MANIFEST_FORMAT and int(raw.get("version", 0)) > MANIFEST_VERSION:
-                raise ManifestError(
-                    f"the manifest {destination.location(MANIFESTS, manifest_name(key))} was written by a newer docbatch "
-                    f"(version {raw['version']}); upgrade docbatch or point ingestion at another destination"
-                )
-            manifest = Manifest.model_validate(raw)
-            if manifest.key == key:
-                return manifest, None
+    try:
+        stored = read_manifest(destination, key, "; upgrade docbatch or point ingestion at another destination")
+    except (ValueError, TypeError) as exc:
+        problem = f"the manifest could not be read ({type(exc).__name__})"
+    else:
+        if stored is not None and stored.key == key:
+            return stored, None
+        if stored is not None:
             problem = "the manifest belongs to other settings"
-        except (ValueError, ValidationError) as exc:
-            problem = f"the manifest could not be read ({type(exc).__name__})"
     manifest = Manifest(key=key, source=source)
     rebuilt = _rebuild(destination, key, manifest)
     if problem is not None:
@@ -130,18 +142,11 @@ def forget_batch(destination: Destination, key: str, batch: str) -> list[str]:
     there is no manifest, or one that cannot be read: the next run rebuilds it from the batch
     reports still there, which no longer include this one). The caller holds the `IngestLock`.
     """
-    text = destination.read_text(MANIFESTS, manifest_name(key))
-    if text is None:
-        return []
     try:
-        raw = json.loads(text)
-        if raw.get("format") == MANIFEST_FORMAT and int(raw.get("version", 0)) > MANIFEST_VERSION:
-            raise ManifestError(
-                f"the manifest {destination.location(MANIFESTS, manifest_name(key))} was written by a newer docbatch "
-                f"(version {raw['version']}): upgrade docbatch to delete batches it records"
-            )
-        manifest = Manifest.model_validate(raw)
-    except (ValueError, TypeError, AttributeError, ValidationError):
+        manifest = read_manifest(destination, key, ": upgrade docbatch to delete batches it records")
+    except (ValueError, TypeError):
+        return []
+    if manifest is None:
         return []
     dropped = [name for name, entry in manifest.documents.items() if entry.batch == batch]
     if dropped:
