@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 # Defaults that make the first run on a fresh machine work; explicit settings still win.
 # Creating and migrating Prefect's SQLite database on 2 cores took longer than the temporary
@@ -42,6 +44,32 @@ def unavailable_exit_code(exc: SourceUnavailable) -> int:
     if exc.reason == "unreachable":
         return EXIT_UNREACHABLE
     return EXIT_SOURCE_UNAVAILABLE
+
+
+@contextmanager
+def one_line_errors(
+    err: Console, *, refusals: tuple[type[Exception], ...] = (), mistakes: tuple[type[Exception], ...] = ()
+) -> Iterator[None]:
+    """What a command's call raises, as one line on stderr and the exit code that means it: the
+    CLI's last line of defence, so no traceback reaches a user. `refusals` (a batch or command
+    refused) and `mistakes` (a name that matches nothing) exit 2; an unavailable source or
+    destination 3, 5 or 6 (`unavailable_exit_code`); anything else is an internal error, 4."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except refusals as exc:
+        err.print(f"[red]refused:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_PARAMETERS) from None
+    except mistakes as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_PARAMETERS) from None
+    except SourceUnavailable as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(unavailable_exit_code(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - one line, distinct code
+        err.print(f"[red]internal error:[/] {type(exc).__name__}: {exc}")
+        raise typer.Exit(EXIT_INTERNAL) from None
 
 def schema_settings(schema: str) -> dict[str, str]:
     """`--schema`: 'auto', 'invoice', 'receipt' and 'none' choose what the embedded extractor fills
@@ -173,7 +201,7 @@ def run(
 
     from flows.batch import extract_batch
 
-    try:
+    with one_line_errors(err, refusals=(BatchRefused,)):
         report = extract_batch(
             source=source,
             include=include or [],
@@ -189,15 +217,6 @@ def run(
             work_pool=work_pool or "",
             shared_path=shared_path,
         )
-    except BatchRefused as exc:
-        err.print(f"[red]refused:[/] {exc}")
-        raise typer.Exit(EXIT_BAD_PARAMETERS) from None
-    except SourceUnavailable as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(unavailable_exit_code(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: one line, distinct code
-        err.print(f"[red]internal error:[/] {type(exc).__name__}: {exc}")
-        raise typer.Exit(EXIT_INTERNAL) from None
 
     # + list-documents and collect-results
     # Fanned out, the shards' task runs belong to the child flow runs: here only list-documents and collect-results.
@@ -274,14 +293,8 @@ def retry(
     err = Console(stderr=True, soft_wrap=True)
     from flows.retry import retry_failed
 
-    try:
+    with one_line_errors(err):
         report = retry_failed(batch=batch, batch_name=name or "")
-    except SourceUnavailable as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(unavailable_exit_code(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - one line, distinct code
-        err.print(f"[red]internal error:[/] {type(exc).__name__}: {exc}")
-        raise typer.Exit(EXIT_INTERNAL) from None
     from flows.reports import load_report
 
     retried = len(load_report(batch).failed_results())  # only these were extracted again
@@ -335,17 +348,8 @@ def delete(
     from flows.forget import BatchBusy, UnknownBatch, find_batch, forget
     from tasks.manifest import ManifestError
 
-    try:
+    with one_line_errors(err, mistakes=(UnknownBatch,)):  # an unreachable Prefect API is an internal error
         target = find_batch(batch, output)
-    except UnknownBatch as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(EXIT_BAD_PARAMETERS) from None
-    except SourceUnavailable as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(unavailable_exit_code(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - one line, distinct code (the Prefect API unreachable, ...)
-        err.print(f"[red]internal error:[/] {type(exc).__name__}: {exc}")
-        raise typer.Exit(EXIT_INTERNAL) from None
     from rich.markup import escape
 
     console = Console(soft_wrap=True)
@@ -364,20 +368,8 @@ def delete(
     if not yes and not typer.confirm("Delete all of this?", default=False):
         err.print("nothing removed")
         raise typer.Exit(EXIT_BATCH_FAILED)
-    try:
+    with one_line_errors(err, refusals=(BatchBusy, ManifestError)):
         done = forget(target, database=database, force=force)
-    except (BatchBusy, ManifestError) as exc:
-        err.print(f"[red]refused:[/] {exc}")
-        raise typer.Exit(EXIT_BAD_PARAMETERS) from None
-    except ImportError as exc:
-        err.print(f"[red]error:[/] --database needs the SQL destination (tasks.database), which cannot be imported here: {exc}")
-        raise typer.Exit(EXIT_BAD_PARAMETERS) from None
-    except SourceUnavailable as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(unavailable_exit_code(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - one line, distinct code
-        err.print(f"[red]internal error:[/] {type(exc).__name__}: {exc}")
-        raise typer.Exit(EXIT_INTERNAL) from None
     console.print(f"removed folder {escape(done.folder)}" if done.folder else "no folder to remove")
     console.print(f"removed {len(done.flow_run_ids)} flow run(s): {', '.join(done.flow_run_ids)}" if done.flow_run_ids else "no flow run to remove")
     console.print(f"forgot {len(done.manifest_entries)} document(s) in the ingestion manifest")

@@ -17,7 +17,8 @@ from blocks.models import BatchReport
 from blocks.resolve import Destination, resolve_destination
 from flows.reports import REPORT, _is_uuid, _split, report_location_of_run
 from tasks.journal import LEGACY_JOURNAL, SEGMENTS
-from tasks.manifest import MANIFESTS, IngestLock, Manifest, manifest_name
+from tasks.database import delete_batch_rows
+from tasks.manifest import IngestLock, ManifestError, read_manifest
 
 BATCH_FLOWS = ("extract-batch", "retry-failed")
 
@@ -155,21 +156,19 @@ def _report(destination: Destination, folder: str) -> BatchReport | None:
 
 
 def _manifest_entries(destination: Destination, key: str, folder: str) -> list[str]:
-    text = destination.read_text(MANIFESTS, manifest_name(key))
-    if text is None:
-        return []
+    """What `forget` would drop from the manifest (nothing shown for one it cannot read: `forget` says why)."""
     try:
-        manifest = Manifest.model_validate_json(text)
-    except ValueError:
+        manifest = read_manifest(destination, key, "")
+    except (ManifestError, ValueError, TypeError):
         return []
-    return [name for name, entry in manifest.documents.items() if entry.batch == folder]
+    return [] if manifest is None else [name for name, entry in manifest.documents.items() if entry.batch == folder]
 
 
 def forget(target: BatchToForget, *, database: str | None = None, force: bool = False) -> Forgotten:
     """Remove what `find_batch` found. Whatever can refuse does so before anything is removed:
     a flow run that has not ended (`BatchBusy`, unless `force`: a run killed with -9 stays
     Running on the server forever), an ingestion holding the manifest's lock (it would write the
-    entries back), a database module that is missing. Then: database rows, manifest entries,
+    entries back). Then: database rows, manifest entries,
     the folder, the flow runs (its fan-out children first).
     """
     from tasks.manifest import forget_batch
@@ -179,16 +178,13 @@ def forget(target: BatchToForget, *, database: str | None = None, force: bool = 
             f"flow run {target.flow_run_id} is {target.flow_run_state.lower()}: cancel it first, "
             "or pass --force if its process is gone"
         )
-    delete_batch_rows = None
-    if database:
-        from tasks.database import delete_batch_rows  # the SQL destination's own; ImportError when it is not there
     destination = resolve_destination(target.output_dir)
     done = Forgotten()
     lock = IngestLock(destination, target.batch_key) if target.folder and target.batch_key else None
     if lock is not None and not lock.acquire(owner=f"docbatch delete {target.folder}"):
         raise BatchBusy("an ingestion that records into this batch's manifest is running: try again once it has ended")
     try:
-        if delete_batch_rows is not None:
+        if database:
             done.database_rows = delete_batch_rows(database, target.folder or target.flow_run_id or "")
         if lock is not None:
             done.manifest_entries = forget_batch(destination, target.batch_key, target.folder)  # type: ignore[arg-type]
