@@ -8,9 +8,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ def s3_env(endpoint: str) -> dict[str, str]:
 def cluster(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The server, the deployments of deployments.yaml, two workers `w1` and `w2`, and a counting extractor block."""
     calls = tmp_path_factory.mktemp("fanout") / "calls.txt"
+    hold = calls.with_name("hold.txt")
     with PrefectServer() as server:
         server.prefect("work-pool", "create", POOL, "--type", "process", check=True)
         deployed = server.prefect("deploy", "--all", "--prefect-file", "deployments.yaml", cwd=ROOT, env={"PWD": str(ROOT)})
@@ -56,12 +58,12 @@ def cluster(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         saved = subprocess.run(
             [sys.executable, "-c", "from tests.counting import CountingExtractor\n"
              f"CountingExtractor(calls_file={str(calls)!r}, latency_ms=150).save({block!r})\n"
-             f"CountingExtractor(calls_file={str(calls)!r}, latency_ms=400).save({block + '-slow'!r})"],
+             f"CountingExtractor(calls_file={str(calls)!r}, latency_ms=150, hold_file={str(hold)!r}).save({block + '-held'!r})"],
             cwd=ROOT, env=server.env, capture_output=True, text=True, timeout=120,
         )
         assert saved.returncode == 0, saved.stderr
         yield {"server": server, "workers": workers, "env": {**server.env, **env, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)},
-               "extractor": f"test-counting-extractor/{block}", "slow_extractor": f"test-counting-extractor/{block}-slow", "calls": calls}
+               "extractor": f"test-counting-extractor/{block}", "held_extractor": f"test-counting-extractor/{block}-held", "hold": hold, "calls": calls}
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +88,24 @@ def calls(path: Path) -> list[tuple[str, str]]:
     return [(line.split(" ", 1)[0].split(":")[0], line.split(" ", 1)[1]) for line in path.read_text().splitlines()]
 
 
-def run_cli(cluster: dict[str, Any], *args: str, timeout: float = 600) -> dict[str, Any]:
-    done = subprocess.run([*CLI, "run", *args, "--json"], cwd=ROOT, env=cluster["env"], capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{done.stderr[-4000:]}\n{cluster['server'].error_lines()}"
-    assert "Traceback" not in done.stderr, done.stderr[-4000:]
-    return json.loads(done.stdout)
+def run_cli(cluster: dict[str, Any], *args: str, timeout: float = 600, meanwhile: Callable[[], None] | None = None) -> dict[str, Any]:
+    """`docbatch run ... --json`; `meanwhile` is called every 0.1 s while it runs."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        cli = subprocess.Popen([*CLI, "run", *args, "--json"], cwd=ROOT, env=cluster["env"], stdout=out, stderr=err, text=True)
+        deadline = time.monotonic() + timeout
+        while cli.poll() is None and time.monotonic() < deadline:
+            if meanwhile:
+                meanwhile()
+            time.sleep(0.1)
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+            pytest.fail(f"docbatch run did not end in {timeout} s")
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    assert cli.returncode == 0, f"{stderr[-4000:]}\n{cluster['server'].error_lines()}"
+    assert "Traceback" not in stderr, stderr[-4000:]
+    return json.loads(stdout)
 
 
 def share_runs(server: PrefectServer, folder: str) -> list[dict[str, Any]]:
@@ -183,7 +198,7 @@ def pids(path: Path, names: list[str]) -> dict[str, list[str]]:
 def test_a_killed_parent_resumes_and_cancels_the_shares_it_left(cluster: dict[str, Any], s3: Any) -> None:
     server = cluster["server"]
     bucket, names = documents(s3, 100)
-    args = ["run", f"s3://{bucket}/in", "--output", f"s3://{bucket}/out", "--extractor", cluster["slow_extractor"],
+    args = ["run", f"s3://{bucket}/in", "--output", f"s3://{bucket}/out", "--extractor", cluster["held_extractor"],
             "--concurrency", "1", "--workers", "2", "--format", "csv", "--name", "killed parent"]
     parent = subprocess.Popen([*CLI, *args], cwd=ROOT, env=cluster["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
@@ -191,12 +206,24 @@ def test_a_killed_parent_resumes_and_cancels_the_shares_it_left(cluster: dict[st
         going = pids(cluster["calls"], names)
         if len(going) == 2 and min(map(len, going.values())) >= 3:  # both shares under way
             os.kill(parent.pid, signal.SIGKILL)
+            # The orphaned shares extract nothing more until they are cancelled: however slowly the
+            # resumed run starts, they are still running when it looks for them.
+            cluster["hold"].write_text("".join(f"{who}\n" for who in going))
             break
         time.sleep(0.05)
     assert parent.wait(timeout=30) == -signal.SIGKILL, "the batch ended before it could be killed"
     old = set(pids(cluster["calls"], names))
 
-    report = run_cli(cluster, *args[1:], "--resume")
+
+    def release_once_cancelling() -> None:
+        """The held shares go on (and end) once the resumed run has asked for their cancellation:
+        held, a process would not stop on the worker's SIGTERM (its extraction thread keeps it alive)."""
+        runs = server.api("POST", "/flow_runs/filter", json={"flow_runs": {"tags": {"all_": ["docbatch-share"]}}, "limit": 200})
+        mine = [run for run in runs if run["parameters"].get("source") == f"s3://{bucket}/in"]
+        if any(run["state"]["type"] in ("CANCELLING", "CANCELLED") for run in mine):
+            cluster["hold"].write_text("")
+
+    report = run_cli(cluster, *args[1:], "--resume", meanwhile=release_once_cancelling)
     assert report["status"] == "completed" and [r["ref"]["name"] for r in report["results"]] == names
     taken = report["totals"]["resumed"]
     assert 0 < taken < len(names)
