@@ -322,8 +322,9 @@ class LocalFolder(Block):
         shutil.rmtree(self.location(*parts), ignore_errors=True)
 
     def remove_temporaries(self, *parts: str) -> None:
-        """Delete the hidden temporaries a killed run left in a folder."""
-        for stale in Path(self.location(*parts)).glob(".*.tmp"):
+        """Delete the hidden temporaries a killed run left in a folder and below it (its
+        per-document files sit in `documents/` subfolders)."""
+        for stale in Path(self.location(*parts)).rglob(".*.tmp"):
             stale.unlink(missing_ok=True)
 
 

@@ -74,6 +74,18 @@ def test_an_overlong_name_is_shortened_and_kept_apart(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.rglob(".*.tmp")]
 
 
+def test_a_resume_removes_the_temporaries_a_kill_left_in_documents_subfolders(tmp_path: Path) -> None:
+    """A kill -9 mid-write leaves `.<name>.<random>.tmp` beside the file it was writing, at any
+    depth of documents/; resuming sweeps them all and keeps every finished file."""
+    kept = [tmp_path / "batch" / "report.json", tmp_path / "batch" / "documents" / "invoices" / "2024" / "a.pdf.json"]
+    stale = [tmp_path / "batch" / ".results.csv.x1.tmp", tmp_path / "batch" / "documents" / "invoices" / "2024" / ".b.pdf.json.x2.tmp"]
+    for path in kept + stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+    LocalFolder(path=str(tmp_path)).remove_temporaries("batch")
+    assert [p.exists() for p in kept + stale] == [True, True, False, False]
+
+
 def test_local_batch_mirrors_the_source_tree(prefect_api: str, tmp_path: Path) -> None:
     from flows.batch import extract_batch
 
