@@ -82,9 +82,11 @@ def shard_deployment(pool: str) -> str:
 
 
 CRASH_AUTOMATION = "docbatch: mark silent shares crashed"
-# A share's flow run silent for 1.5 heartbeat periods is crashed: measured here, 45 s after the
-# last heartbeat at the shortest period (30 s), with no false alarm on a live run.
-SILENCE_FACTOR = 1.5
+# A share's flow run silent for 3 heartbeat periods is crashed, as in Prefect's own recipe (three
+# missed heartbeats): 90 s at the shortest period (30 s). 1.5 periods crashed a live share once
+# here, its heartbeat event late on a loaded 2-core machine, and a false crash makes the parent
+# start a second child beside one that is still extracting.
+SILENCE_FACTOR = 3.0
 
 
 def ensure_crash_detection() -> None:

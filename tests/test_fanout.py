@@ -24,7 +24,7 @@ from tests.s3_server import REGION, s3_endpoint  # noqa: F401 - a fixture, used 
 
 POOL = "docbatch-process"
 CLI = [sys.executable, "-c", "import tests.counting; from flows.cli import main; main()"]
-HEARTBEAT_S = 30  # Prefect's shortest: a killed worker's share is marked Crashed 45 s after its last one
+HEARTBEAT_S = 30  # Prefect's shortest: a killed worker's share is marked Crashed 90 s after its last one
 VOLATILE = {"duration_ms", "attempts"}
 
 
