@@ -58,3 +58,14 @@ def copy_into(folder: Path, *files: Path | tuple[Path, str]) -> list[str]:
         shutil.copyfile(source, folder / name)
         names.append(name)
     return sorted(names)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files with a `server` or `ui` test first, in their usual order, then the rest.
+
+    Under xdist's `--dist loadfile` each process takes whole files in this order: the longest
+    files (a Prefect server with workers, minutes each) start at once instead of ending the run
+    alone on one process while the other sits idle.
+    """
+    slow = {item.path for item in items if item.get_closest_marker("server") or item.get_closest_marker("ui")}
+    items.sort(key=lambda item: item.path not in slow)
