@@ -436,10 +436,13 @@ _RATE_PREFIX = re.compile(r"^\s*\(?\s*\d{1,2}(?:[.,]\d{1,3})?\s*%\s*\)?\s*")
 
 def _labelled_amount(hits: list[Hit], layout: _Layout, last: bool) -> float | None:
     """The amount after a label: in the rest of its cell, else the last amount of the cells to its
-    right before the next label. The label's last occurrence wins for totals (subtotals come first)."""
-    found: list[tuple[int, float]] = []
+    right before the next label, else the amount below it. The label's last occurrence wins for
+    totals (subtotals come first). An amount beside its label outranks one read below a label: a
+    label with its value under it heads a column ('VAT amount' over a VAT breakdown's rows), whose
+    first row is one rate's share, not the document's total."""
+    found: list[tuple[tuple[bool, int], float]] = []
     for hit in hits:
-        value = None
+        value, beside = None, True
         rest = _RATE_PREFIX.sub("", hit.rest)  # 'VAT 19 %: 22.80': the rate is part of the label
         if rest and not _LABEL_RE.match(_FILLER.sub("", rest)):
             value = _amount_of(rest.lstrip(":").strip())
@@ -455,9 +458,9 @@ def _labelled_amount(hits: list[Hit], layout: _Layout, last: bool) -> float | No
         if value is None and not rest.strip(" :*"):
             below = layout.below(hit.cell)
             if below is not None and (amount := parse_amount(below.text)) is not None:
-                value = amount
+                value, beside = amount, False
         if value is not None:
-            found.append((_specificity(hit), value))
+            found.append(((beside, _specificity(hit)), value))
     if not found:
         return None
     best = max(s for s, _ in found)

@@ -218,6 +218,30 @@ def test_label_above() -> None:
     assert got["seller"]["name"] != "Client Corp Ltd"  # the buyer block is never the seller
 
 
+def test_a_vat_breakdown_column_does_not_beat_the_labelled_vat_total() -> None:
+    """Two rates: the breakdown's 'VAT amount' column heads one value per rate; the document's tax
+    total is the amount printed beside 'VAT total', wherever the two labels' lengths put them."""
+    words = _words(
+        ("Invoice # 2024-17", 40, 100),
+        ("Net total:", 40, 300), ("600.00 €", 200, 300),
+        ("VAT", 40, 330), ("Net amount", 120, 330), ("VAT amount", 260, 330),
+        ("7%", 40, 344), ("100.00 €", 120, 344), ("7.00 €", 260, 344),
+        ("19%", 40, 358), ("500.00 €", 120, 358), ("95.00 €", 260, 358),
+        ("VAT total:", 200, 380), ("102.00 €", 300, 380),
+        ("Due payable:", 40, 400), ("702.00 €", 200, 400),
+    )
+    doc = ReadDocument(text="Invoice # 2024-17", pages=1, media_type="application/pdf", words=words)
+    totals = fill_invoice(doc)["totals"]
+    assert totals["tax_total"] == pytest.approx(102.0)
+    assert totals["tax_basis_total"] == pytest.approx(600.0) and totals["grand_total"] == pytest.approx(702.0)
+
+
+def test_a_column_header_s_value_below_is_still_read_when_nothing_is_beside_a_label() -> None:
+    words = _words(("Invoice # 2024-18", 40, 100), ("VAT amount", 300, 330), ("19.00 €", 300, 344), ("Total", 40, 380), ("119.00 €", 300, 380))
+    doc = ReadDocument(text="Invoice # 2024-18", pages=1, media_type="application/pdf", words=words)
+    assert fill_invoice(doc)["totals"]["tax_total"] == pytest.approx(19.0)
+
+
 def test_docx_like_tables() -> None:
     tables = [
         [["Fattura n.", "2024/118"], ["Data", "12/03/2024"], ["Scadenza", "11/04/2024"]],
