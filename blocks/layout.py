@@ -11,7 +11,6 @@ Imports only the standard library and `blocks.*` (dateparser lazily, through `bl
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -390,7 +389,7 @@ def fill_invoice(doc: ReadDocument, languages: list[str] | None = None) -> dict[
 
     buyer_lines = _buyer_lines(by_field.get("buyer", []), layout)
     result["seller"]["name"] = _seller_name(by_field, layout, buyer_lines, guess=invoice_like)
-    result["buyer"]["name"] = _buyer_name(by_field, layout)
+    result["buyer"]["name"] = _buyer_name(by_field, layout) or _window_buyer(layout)
     seller_vat, buyer_vat = _vat_ids(lines, buyer_lines)
     result["seller"]["vat_id"], result["buyer"]["vat_id"] = seller_vat, buyer_vat
     result["payment"]["iban"] = _iban(text)
@@ -555,6 +554,58 @@ def _buyer_name(by_field: dict[str, list[Hit]], layout: _Layout) -> str | None:
 
 
 _NAME_LABEL = re.compile(r"^(?:name|nom|naam|nombre|nome)\s*:\s*", re.IGNORECASE)
+
+# A letter's return-address line ('Acme GmbH | Europa-Allee 1980 | 60486 Frankfurt'): at least
+# three parts split by a bar or a dot, one holding a postal code. ' - ' is left out: letterheads
+# join their parts with it too, with no recipient under them.
+_RETURN_SPLIT = re.compile(r"\s*[|●•·]\s*")
+_POSTCODE = re.compile(r"(?<!\d)\d{4,5}(?!\d)")
+_SALUTATION = re.compile(
+    r"^(?:herrn?|frau|firma|an|mr\.?|mrs\.?|ms\.?|messrs\.?|monsieur|madame|mme\.?|m\.|dhr\.?|mevr\.?|sr\.?|sra\.?|sig\.?|sig\.ra)$",
+    re.IGNORECASE,
+)
+
+
+def _runs(line: list[Cell]) -> list[list[Cell]]:
+    """A line's cells in runs set close together (a gap under three character heights): a
+    return-address line's parts and their separators are read as cells of their own."""
+    runs: list[list[Cell]] = []
+    for cell in line:
+        if runs and cell.x0 - runs[-1][-1].x1 < 3 * max(cell.bottom - cell.top, 1.0):
+            runs[-1].append(cell)
+        else:
+            runs.append([cell])
+    return runs
+
+
+def _window_buyer(layout: _Layout) -> str | None:
+    """The recipient under a return-address line, as window envelopes print it (DIN 5008, and
+    most European business letters): with no buyer label on the page, the first line under that
+    small sender line, in its column and past a salutation ('Herr', 'Mrs'), names the buyer."""
+    lines = [line for line in layout.lines if line]
+    if not lines:
+        return None
+    page = lines[0][0].page
+    for line in [line for line in lines if line[0].page == page][:30]:
+        for run in _runs(line):
+            cell = run[0]
+            parts = [part for part in _RETURN_SPLIT.split(" ".join(c.text for c in run).strip(" ,")) if part]
+            if len(parts) < 3 or not any(_POSTCODE.search(part) for part in parts):
+                continue
+            height = max(cell.bottom - cell.top, 1.0)
+            bottom = cell.bottom
+            for below in layout.lines[cell.line + 1 : cell.line + 6]:
+                column = [c for c in below if c.x0 < cell.x0 + 60 and c.x1 > cell.x0 - 40]
+                if not column:
+                    continue
+                if column[0].page != page or column[0].top - bottom > 4 * height:
+                    break
+                text, bottom = column[0].text.strip(), column[0].bottom
+                if _SALUTATION.match(text):
+                    continue
+                name = _clean_name(text)
+                return name if name and not re.search(r"\d", name) and not _LABEL_RE.match(text) else None
+    return None
 
 
 def _clean_name(text: str) -> str | None:

@@ -14,7 +14,7 @@ from benchmarks.accuracy import CORE, SHARES, corpus_cases, rates, score
 
 FLOORS: dict[str, dict[str, int]] = {
     "zugferd-embedded": {
-        "buyer.name": 45,
+        "buyer.name": 78,  # 5/6 (2026-12-07): a window letter's recipient under its return-address line
         "invoice_number": 78,
         "issue_date": 78,
         "due_date": 95,

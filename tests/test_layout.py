@@ -242,6 +242,40 @@ def test_a_column_header_s_value_below_is_still_read_when_nothing_is_beside_a_la
     assert fill_invoice(doc)["totals"]["tax_total"] == pytest.approx(19.0)
 
 
+def test_the_recipient_under_a_return_address_line_is_the_buyer() -> None:
+    """A window-envelope letter: the small sender line, a salutation, then the recipient."""
+    words = _words(
+        ("Muster Handel GmbH", 300, 40),
+        ("Muster Handel GmbH • Hauptstr. 5 • 10115 Berlin", 40, 120),
+        ("Frau", 40, 134), ("Erika Beispiel", 40, 146), ("Bahnweg 7", 40, 158), ("80331 München", 40, 170),
+        ("Rechnung Nr. 2024-9", 40, 240), ("Gesamtbetrag", 40, 400), ("119,00 €", 300, 400),
+    )
+    got = fill_invoice(ReadDocument(text="Rechnung Nr. 2024-9", pages=1, media_type="application/pdf", words=words))
+    assert got["buyer"]["name"] == "Erika Beispiel"
+    assert got["seller"]["name"] == "Muster Handel GmbH"
+
+
+def test_a_letterhead_line_with_a_phone_under_it_names_no_buyer() -> None:
+    """Parts joined by ' - ' are a letterhead's, and a line with digits under it is no name."""
+    words = _words(
+        ("Au bon moulin SARL - 1242 chemin de l'olive - 84340 Malaucène - France", 40, 40),
+        ("Tel +33 4 50 44 68 99 | 84340 Malaucène | France", 40, 54), ("+33 4 50 44 68 98", 40, 68),
+        ("Facture FA-2017-9", 40, 120), ("Total TTC", 40, 400), ("120,00 €", 300, 400),
+    )
+    got = fill_invoice(ReadDocument(text="Facture FA-2017-9", pages=1, media_type="application/pdf", words=words))
+    assert got["buyer"]["name"] is None
+
+
+def test_a_buyer_label_wins_over_the_window() -> None:
+    words = _words(
+        ("Acme GmbH | Europa-Allee 1 | 60486 Frankfurt", 40, 120), ("Karl Coyote", 40, 134),
+        ("Rechnungsempfänger:", 300, 200), ("Road Runner AG", 300, 214),
+        ("Rechnung Nr. 42", 40, 260),
+    )
+    got = fill_invoice(ReadDocument(text="Rechnung Nr. 42", pages=1, media_type="application/pdf", words=words))
+    assert got["buyer"]["name"] == "Road Runner AG"
+
+
 def test_docx_like_tables() -> None:
     tables = [
         [["Fattura n.", "2024/118"], ["Data", "12/03/2024"], ["Scadenza", "11/04/2024"]],
