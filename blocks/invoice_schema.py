@@ -30,6 +30,13 @@ DOCUMENT_TYPES: dict[str, str] = {
 }
 
 
+# Every UNTDID 1001 code EN 16931 accepts as an invoice type code (BT-3, business rule BR-CL-01).
+INVOICE_TYPE_CODES: frozenset[str] = frozenset(
+    "71 80 81 82 83 84 102 130 202 203 204 211 218 219 261 262 295 296 308 325 326 331 380 381 382 383 384 385 386 "
+    "387 388 389 390 393 394 395 396 420 456 457 458 527 532 553 575 623 633 751 780 817 870 875 876 877 935".split()
+)
+
+
 def document_type_name(code: str | None) -> str | None:
     """`380` → `commercial_invoice`; codes without a common name, and None, → None."""
     if code is None:

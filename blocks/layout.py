@@ -16,7 +16,7 @@ from typing import Any
 
 from blocks.amounts import CURRENCY_MARKS, currency_of, parse_amount, parse_date
 from blocks.document import ReadDocument, Word
-from blocks.invoice_schema import document_type_name, empty_invoice
+from blocks.invoice_schema import INVOICE_TYPE_CODES, document_type_name, empty_invoice
 
 # ------------------------------------------------------------------------------- vocabularies
 # Label phrases by field, lower case, all languages together. Longer phrases win over shorter
@@ -489,18 +489,27 @@ def _currency(text: str, by_field: dict[str, list[Hit]], layout: _Layout) -> str
 
 def _document_type(text: str) -> str | None:
     """The code of the first document-type word (the title); a more specific phrase (corrected,
-    self-billed) right after it refines it. German compounds count ('Handelsrechnung')."""
+    self-billed) right after it refines it. German compounds count ('Handelsrechnung'). A code
+    printed after the title on its line, as e-invoice viewers render BT-3 ('Baurechnung (204)
+    Nr. 181301674', 'Rechnung des Versicherers (575)'), is the document's own word and wins."""
     head = _fold(text[:4000])
-    found: list[tuple[int, int, str]] = []
+    found: list[tuple[int, int, str, str]] = []
     for rank, (code, words) in enumerate(DOCUMENT_TYPES):
         for word in words:
             prefix = r"\w*" if word in ("rechnung", "gutschrift") else ""
             m = re.search(rf"(?<!\w){prefix}{re.escape(word)}(?!\w)", head)
             if m:
-                found.append((m.start(), rank, code))
+                found.append((m.start(), rank, code, m.group(0)))
     if not found:
         return None
     first = min(found)
+    for line in text[:4000].splitlines():
+        folded = _fold(line)
+        if (title := re.search(rf"(?<!\w){re.escape(first[3])}(?!\w)", folded)) is not None:
+            for printed in re.finditer(r"\((\d{2,3})\)", folded[title.start() : title.start() + 120]):
+                if printed.group(1) in INVOICE_TYPE_CODES:
+                    return printed.group(1)
+            break
     near = [f for f in found if f[0] - first[0] <= 80 and f[1] < first[1]]
     return min(near, key=lambda f: f[1])[2] if near else first[2]
 

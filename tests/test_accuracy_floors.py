@@ -39,7 +39,7 @@ FLOORS: dict[str, dict[str, int]] = {
         "totals.grand_total": 95,
         "totals.tax_total": 95,
         "totals.tax_basis_total": 95,
-        "document_type_code": 72,
+        "document_type_code": 95,  # 9/9 (2026-12-07): the code printed after the title ('Baurechnung (204)')
         "line_items": 95,
         "buyer.vat_id": 95,
         "due_date": 95,

@@ -276,6 +276,21 @@ def test_a_buyer_label_wins_over_the_window() -> None:
     assert got["buyer"]["name"] == "Road Runner AG"
 
 
+@pytest.mark.parametrize(
+    ("title", "code"),
+    [
+        ("Baurechnung (204) Nr. 181301674 vom 25.04.2018", "204"),  # the printed BT-3 code wins over the word
+        ("Rechnung des Versicherers (575) Nr. 0815 vom 06.12.2018", "575"),
+        ("Gutschrift (Selbst ausgestellte Rechnung) (389) Nr. 7", "389"),
+        ("Rechnung Nr. 42 (999)", "380"),  # not an EN 16931 invoice type code: the word decides
+        ("Rechnung Nr. 42\nLieferschein (80)", "380"),  # a code on another line is not the title's
+    ],
+)
+def test_an_invoice_type_code_printed_after_the_title_is_read(title: str, code: str) -> None:
+    got = fill_invoice(ReadDocument(text=f"{title}\nGesamtbetrag 119,00 EUR", pages=1, media_type="text/plain"))
+    assert got["document_type_code"] == code
+
+
 def test_docx_like_tables() -> None:
     tables = [
         [["Fattura n.", "2024/118"], ["Data", "12/03/2024"], ["Scadenza", "11/04/2024"]],
