@@ -145,11 +145,12 @@ def test_overlapping_runs_never_extract_a_file_twice(prefect_api: str, tmp_path:
     from flows.ingest import ingest_inbox
     from tests.counting import CountingExtractor
 
-    log = tmp_path / "calls.txt"
+    log, hold = tmp_path / "calls.txt", tmp_path / "hold.txt"
     extractor = f"test-counting-extractor/overlap-{uuid.uuid4().hex[:8]}"
-    # 60 documents x 100 ms, one at a time: the first run holds its lock for 6 s or more of
-    # sleeping, however slowly a loaded machine starts the second run's flow.
-    CountingExtractor(calls_file=str(log), latency_ms=100).save(extractor.split("/")[1])
+    # The first run extracts nothing while this process is listed in `hold`: it keeps its lock
+    # until the second run has given up, however slowly a loaded machine starts that one's flow.
+    CountingExtractor(calls_file=str(log), latency_ms=20, hold_file=str(hold)).save(extractor.split("/")[1])
+    hold.write_text(f"{os.getpid()}\n")
     inbox, out = tmp_path / "inbox", tmp_path / "out"
     inbox.mkdir()
     names = [f"inv-{n:02d}.txt" for n in range(60)]
@@ -159,14 +160,18 @@ def test_overlapping_runs_never_extract_a_file_twice(prefect_api: str, tmp_path:
     reports: list = []
     first = threading.Thread(target=lambda: reports.append(ingest_inbox(**settings)))
     first.start()
-    deadline = time.monotonic() + 60
-    while not list((out / MANIFESTS).glob("*.lock")) and time.monotonic() < deadline:
-        time.sleep(0.01)  # the second run starts once the first holds the lock, whatever the machine's speed
-    assert list((out / MANIFESTS).glob("*.lock")), "the first run never took its lock"
-    second = threading.Thread(target=lambda: reports.append(ingest_inbox(**settings)))
-    second.start()
-    for thread in (first, second):
-        thread.join(timeout=120)
+    try:
+        deadline = time.monotonic() + 60
+        while not list((out / MANIFESTS).glob("*.lock")) and time.monotonic() < deadline:
+            time.sleep(0.01)  # the second run starts once the first holds the lock
+        assert list((out / MANIFESTS).glob("*.lock")), "the first run never took its lock"
+        second = threading.Thread(target=lambda: reports.append(ingest_inbox(**settings)))
+        second.start()
+        second.join(timeout=120)  # a second run that took the files too would be held here as well
+        assert [r.status for r in reports] == ["busy"], "the second run did not find the first one's lock"
+    finally:
+        hold.write_text("")  # the first run goes on
+    first.join(timeout=120)
     assert sorted(r.status for r in reports) == ["busy", "completed"]
     assert sorted(calls(log)) == names  # each exactly once
     assert not list((out / MANIFESTS).glob("*.lock"))
